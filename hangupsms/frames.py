@@ -1,0 +1,149 @@
+"""AMI wire framing, pure: bytes in, whole frames out; decoding after framing, never per chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BANNER_PREFIX = b"Asterisk Call Manager/"
+_VARIABLE_HEADERS = frozenset({"ChanVariable", "DestChanVariable"})
+
+
+class FrameTooLarge(Exception):
+    """A frame grew past the configured maximum without ending."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded AMI frame: its headers in order, and how many lines had no colon."""
+
+    headers: tuple[tuple[str, str], ...]
+    malformed_lines: int = 0
+
+    def first(self, name: str) -> str | None:
+        folded = name.lower()
+        for key, value in self.headers:
+            if key.lower() == folded:
+                return value
+        return None
+
+    def as_dict(self) -> dict[str, str]:
+        """Headers as a dict; a repeated name keeps its first value.
+
+        Asterisk repeats `ChanVariable: NAME=value` (and `DestChanVariable`) once per
+        variable in manager.conf `channelvars`; each becomes its own key,
+        `ChanVariable(NAME): value`, so none is lost.
+        """
+        out: dict[str, str] = {}
+        for key, value in self.headers:
+            if key in _VARIABLE_HEADERS:
+                name, equals, var_value = value.partition("=")
+                if equals:
+                    key, value = f"{key}({name})", var_value
+            out.setdefault(key, value)
+        return out
+
+
+class FrameSplitter:
+    """Cuts a byte stream into frames at a blank line (CRLF CRLF, or bare LF LF).
+
+    The banner line (`Asterisk Call Manager/x.y.z`) ends with a single CRLF and is returned
+    as a frame of its own. A frame larger than `max_bytes` raises FrameTooLarge; the caller
+    decides whether to drop the connection.
+    """
+
+    def __init__(self, max_bytes: int = 65536) -> None:
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+        self._banner_pending = True
+        self.banner: str | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames: list[bytes] = []
+        if self._banner_pending and not self._take_banner():
+            return frames
+        buf = self._buf
+        start = 0
+        while True:
+            end, sep = _find_blank_line(buf, start)
+            if end < 0:
+                break
+            frame = bytes(buf[start:end]).strip(b"\r\n")
+            if len(frame) > self.max_bytes:
+                del buf[:end + sep]
+                raise FrameTooLarge(f"frame of {len(frame)} bytes exceeds {self.max_bytes}")
+            if frame:
+                frames.append(frame)
+            start = end + sep
+        if start:
+            del buf[:start]
+        if len(buf) > self.max_bytes:
+            size = len(buf)
+            buf.clear()
+            raise FrameTooLarge(f"unterminated frame of {size} bytes exceeds {self.max_bytes}")
+        return frames
+
+    def _take_banner(self) -> bool:
+        newline = self._buf.find(b"\n")
+        if newline < 0:
+            if len(self._buf) > self.max_bytes:
+                self._buf.clear()
+                raise FrameTooLarge("banner line too long")
+            return False
+        line = bytes(self._buf[:newline]).rstrip(b"\r")
+        self._banner_pending = False
+        if line.startswith(BANNER_PREFIX):
+            self.banner = line.decode("utf-8", "replace")
+            del self._buf[: newline + 1]
+        return True
+
+    def reset(self) -> None:
+        """Forget any partial frame (a new connection starts with a banner again)."""
+        self._buf.clear()
+        self._banner_pending = True
+        self.banner = None
+
+
+def _find_blank_line(buf: bytearray, start: int) -> tuple[int, int]:
+    """Offset of the first blank-line separator at or after `start` and its length, or (-1, 0)."""
+    crlf = buf.find(b"\r\n\r\n", start)
+    lf = buf.find(b"\n\n", start)
+    if crlf < 0 and lf < 0:
+        return -1, 0
+    if lf < 0 or (0 <= crlf < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def decode_frame(raw: bytes) -> Frame:
+    """Decode a whole frame as UTF-8 (bad bytes become U+FFFD) into header pairs."""
+    text = raw.decode("utf-8", "replace")
+    headers: list[tuple[str, str]] = []
+    malformed = 0
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            malformed += 1
+            continue
+        headers.append((name.strip(), value.strip()))
+    return Frame(tuple(headers), malformed)
+
+
+def read_transcript(path: Path) -> tuple[str | None, list[bytes]]:
+    """The banner and the raw frames of a recorded `.ami` stream."""
+    splitter = FrameSplitter(max_bytes=1 << 20)
+    frames = splitter.feed(path.read_bytes() + b"\r\n\r\n")
+    return splitter.banner, frames
+
+
+def event_frames(path: Path) -> Iterator[Frame]:
+    """The decoded `Event:` frames of a transcript (responses to the recorder's actions dropped)."""
+    for raw in read_transcript(path)[1]:
+        frame = decode_frame(raw)
+        if frame.first("Event") is not None:
+            yield frame

@@ -1,0 +1,161 @@
+"""The values that flow between the pipeline's stages: frozen and slotted."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class AmiEvent:
+    """One AMI `Event:` frame as received: header names keep the case Asterisk sent."""
+
+    pbx: str
+    name: str
+    headers: Mapping[str, str]
+    received_at: float  # the receiver's monotonic clock
+
+    def get(self, key: str, default: str = "") -> str:
+        """Header value by name; exact case first, then case-insensitive (CEL says `LinkedID`)."""
+        value = self.headers.get(key)
+        if value is not None:
+            return value
+        folded = key.lower()
+        for name, value in self.headers.items():
+            if name.lower() == folded:
+                return value
+        return default
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+    UNKNOWN = "unknown"
+
+
+class Disposition(enum.StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+
+
+class EndReason(enum.StrEnum):
+    LINKEDID_END = "linkedid_end"  # CEL said so
+    NO_CHANNELS = "no_channels"  # no CEL: last channel hung up and the grace passed
+    EVICTED = "evicted"  # never ended within the TTL
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedCall:
+    """One call (all channels sharing a Linkedid) after it ended: the facts rules act on."""
+
+    pbx: str
+    linkedid: str
+    direction: Direction
+    customer_number: str  # as Asterisk gave it; "" when unknown
+    customer_name: str  # unescaped; "" when unknown
+    presentation_restricted: bool
+    did: str | None
+    queue: str | None
+    answered: bool
+    disposition: Disposition
+    queue_abandoned: bool
+    agent_id: str | None
+    agent_name: str | None
+    agents_involved: tuple[str, ...]
+    talk_seconds: int
+    wait_seconds: int
+    variables: Mapping[str, str]
+    transferred: bool
+    started_at: float  # epoch seconds (Asterisk's event Timestamp when present)
+    ended_at: float  # epoch seconds
+    end_reason: EndReason
+    linkedid_end_seen: bool
+    hangup_events: int = 0
+    cdr_events: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.pbx, self.linkedid)
+
+
+class Encoding(enum.StrEnum):
+    GSM7 = "GSM-7"
+    UCS2 = "UCS-2"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedText:
+    """A message body with its SMS encoding and segment count."""
+
+    text: str
+    encoding: Encoding
+    segments: int
+
+
+class MessageState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    SKIPPED = "skipped"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    DEAD = "dead"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    """What one matched rule wants sent to one recipient, before it is stored.
+
+    `to` is E.164 when the recipient is textable; `skip_reason` is set when it is not
+    (the message is then recorded as skipped and never sent).
+    """
+
+    rule: str
+    recipient: str  # "customer", "agent" or the configured fixed number
+    to: str  # E.164, or the raw value when it could not be read
+    provider: str
+    template: str
+    body: RenderedText | None
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A stored message the sender hands to a provider."""
+
+    id: int
+    to: str
+    body: str
+    provider: str
+    call_pbx: str
+    call_linkedid: str
+    rule: str
+    attempts: int = 0
+
+
+class SendStatus(enum.StrEnum):
+    ACCEPTED = "accepted"  # the provider took it
+    REJECTED = "rejected"  # never retry (invalid number, opted out, region not permitted, 4xx)
+    THROTTLED = "throttled"  # retry after `retry_after`
+    TRANSIENT = "transient"  # did not reach the provider: safe to retry
+    AMBIGUOUS = "ambiguous"  # may have reached the provider: look up before any resend
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: SendStatus
+    provider_id: str | None = None
+    error_code: str | None = None
+    detail: str = ""
+    retry_after: float | None = None
+    extra: Mapping[str, str] = field(default_factory=lambda: EMPTY)

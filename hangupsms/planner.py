@@ -1,0 +1,76 @@
+"""From a completed call to the messages its matching rules want sent (or recorded as skipped)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo
+
+from hangupsms.config import Config, Rule
+from hangupsms.models import CompletedCall, PlannedMessage, RenderedText
+from hangupsms.phone import NumberCheck, check_number
+from hangupsms.render import Renderer, RenderError, call_context, clean_text
+from hangupsms.rules import select
+
+_SHOWN_RAW = 40  # characters of a caller-supplied number quoted in a skip reason
+
+
+def plan(call: CompletedCall, cfg: Config, renderer: Renderer) -> list[PlannedMessage]:
+    """One PlannedMessage per selected rule, in rule order; unsendable ones carry skip_reason.
+
+    A skipped message still carries its body when the template rendered, so the record
+    shows what would have been sent.
+    """
+    customer = check_number(call.customer_number, cfg.phone)
+    rules = select(call, cfg.rules, ZoneInfo(cfg.timezone), customer.e164)
+    if not rules:
+        return []
+    context = call_context(call, cfg, customer.e164)
+    return [_plan_rule(rule, call, cfg, customer, renderer, context) for rule in rules]
+
+
+def _plan_rule(
+    rule: Rule,
+    call: CompletedCall,
+    cfg: Config,
+    customer: NumberCheck,
+    renderer: Renderer,
+    context: Mapping[str, object],
+) -> PlannedMessage:
+    to, recipient_problem = _recipient(rule.send.to, call, cfg, customer)
+    body: RenderedText | None = None
+    render_problem: str | None = None
+    try:
+        body = renderer.render(rule.send.template, context)
+    except RenderError as exc:
+        render_problem = f"render failed: {exc}"
+    return PlannedMessage(
+        rule=rule.name,
+        recipient=rule.send.to,
+        to=to,
+        provider=rule.send.via,
+        template=rule.send.template,
+        body=body,
+        skip_reason=recipient_problem or render_problem,
+    )
+
+
+def _recipient(
+    target: str, call: CompletedCall, cfg: Config, customer: NumberCheck
+) -> tuple[str, str | None]:
+    """The number to text for `target`, and why it cannot be texted (None when it can)."""
+    if target == "customer":
+        raw = call.customer_number
+        if customer.ok and customer.e164 is not None:
+            return customer.e164, None
+        shown = clean_text(raw, _SHOWN_RAW)
+        return customer.e164 or raw, (
+            f"customer number '{shown}' is not textable: {customer.reason}"
+        )
+    if target == "agent":
+        if call.agent_id is None:
+            return "", "no agent on this call"
+        agent = cfg.agents.get(call.agent_id)
+        if agent is None or not agent.mobile:
+            return "", f"no mobile for agent {call.agent_id}"
+        return agent.mobile, None
+    return target, None  # a fixed number, already E.164 from the configuration

@@ -1,0 +1,110 @@
+"""Twilio through its official SDK (async); the only module that imports twilio."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from hangupsms.config import ProviderConfig
+from hangupsms.models import OutboundMessage, SendResult, SendStatus
+
+# Error codes that can never succeed on retry (https://www.twilio.com/docs/api/errors):
+# 21211 invalid 'To', 21610 recipient replied STOP, 21408 region not enabled, 21614 not mobile.
+NEVER_RETRY = frozenset({21211, 21610, 21408, 21614, 21612})
+THROTTLE_CODES = frozenset({20429, 14107})
+
+
+class _BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's client with a real per-request deadline and a Twilio-compatible base URL.
+
+    twilio 9.x ignores `AsyncTwilioHttpClient(timeout=…)` and create_async() takes none, so
+    the deadline is enforced here. `max_retries` stays off: it would re-POST a message
+    create on 5xx and send a duplicate SMS.
+    """
+
+    def __init__(self, timeout: float, api_url: str) -> None:
+        super().__init__(pool_connections=True)
+        self._deadline = timeout
+        self._api_url = api_url.rstrip("/")
+        self.last_headers: dict[str, str] = {}
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Response:
+        # aiohttp 3.14 deprecates `auth=BasicAuth(...)` and warns on every request: send
+        # the same Authorization header ourselves.
+        auth = kwargs.pop("auth", None)
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
+        if self._api_url and url.startswith("https://api.twilio.com"):
+            url = self._api_url + url[len("https://api.twilio.com"):]
+        self.last_headers = {}
+        async with asyncio.timeout(self._deadline):
+            response: Response = await super().request(method, url, **kwargs)
+        self.last_headers = {str(k).lower(): str(v) for k, v in (response.headers or {}).items()}
+        return response
+
+
+class TwilioProvider:
+    """Sends with Messages.create; classifies every failure once (see `classify_rest_error`)."""
+
+    def __init__(self, cfg: ProviderConfig) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._http = _BoundedHttpClient(cfg.timeout, cfg.api_url)
+        self._client = Client(cfg.account_sid, cfg.auth_token, http_client=self._http)
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        params: dict[str, Any] = {"to": message.to, "body": message.body}
+        if self._cfg.messaging_service_sid:
+            params["messaging_service_sid"] = self._cfg.messaging_service_sid
+        else:
+            params["from_"] = self._cfg.from_
+        try:
+            created = await self._client.messages.create_async(**params)
+        except TwilioRestException as exc:
+            return classify_rest_error(exc.status, exc.code, exc.msg, self._http.last_headers)
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, unreachable or DNS failure: the request never reached Twilio.
+            return SendResult(SendStatus.TRANSIENT, detail=f"connect failed: {exc}")
+        except TimeoutError:
+            return SendResult(SendStatus.AMBIGUOUS, detail=f"no answer within {self._cfg.timeout}s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return SendResult(SendStatus.AMBIGUOUS, detail=f"{type(exc).__name__}: {exc}")
+        return SendResult(SendStatus.ACCEPTED, provider_id=str(created.sid))
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def classify_rest_error(
+    status: int, code: int | None, message: str, headers: dict[str, str]
+) -> SendResult:
+    """Decide, in one place, what a Twilio error answer means for retrying."""
+    code_text = str(code) if code is not None else str(status)
+    detail = f"HTTP {status} code {code_text}: {message}"
+    if status == 429 or (code is not None and code in THROTTLE_CODES):
+        return SendResult(
+            SendStatus.THROTTLED, error_code=code_text, detail=detail,
+            retry_after=_retry_after(headers),
+        )
+    if status >= 500:
+        # The request reached Twilio; whether it created the message is unknown.
+        return SendResult(SendStatus.AMBIGUOUS, error_code=code_text, detail=detail)
+    return SendResult(SendStatus.REJECTED, error_code=code_text, detail=detail)
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

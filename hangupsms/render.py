@@ -1,0 +1,216 @@
+"""Message bodies from Jinja2 templates in a sandbox, measured in SMS segments.
+
+Templates come from the configuration; call data (a caller's name is whatever the caller's
+network sent) only ever enters as variables, so `{{7*7}}` in a name stays those characters.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from hangupsms.models import (
+    CompletedCall,
+    Direction,
+    Disposition,
+    Encoding,
+    EndReason,
+    RenderedText,
+)
+
+if TYPE_CHECKING:
+    from hangupsms.config import Config, TemplateConfig
+
+# GSM 03.38: the basic table (one septet each) and the extension table (escape + one septet).
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+# (single message, per part of a concatenated one): the UDH takes 7 septets or 3 UTF-16 units.
+_GSM7_LIMITS = (160, 153)
+_UCS2_LIMITS = (70, 67)
+# Unicode categories removed from caller-controlled text: controls (CR, LF, ESC…), format
+# characters (bidi overrides such as U+202E), lone surrogates, line/paragraph separators.
+_STRIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_DICT_METHODS = frozenset({"get", "items", "keys", "values"})
+_PLACEHOLDER = "W" * 40
+
+
+class RenderError(Exception):
+    """A template could not be turned into an acceptable message."""
+
+
+def _none_as_blank(value: object) -> object:
+    # An unset optional (agent_name, queue) must not reach a customer as the word "None".
+    return "" if value is None else value
+
+
+def sandbox() -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment templates are compiled and rendered in."""
+    # Plain-text SMS: HTML escaping would corrupt names such as "O'Brien & Sons".
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, finalize=_none_as_blank
+    )
+
+
+def measure(text: str) -> RenderedText:
+    """The SMS encoding of `text` and how many segments it takes."""
+    if all(char in GSM7_BASIC or char in GSM7_EXTENSION for char in text):
+        widths = [2 if char in GSM7_EXTENSION else 1 for char in text]
+        return RenderedText(text, Encoding.GSM7, _segments(widths, *_GSM7_LIMITS))
+    # UCS-2 counts UTF-16 code units: a character outside the BMP (most emoji) takes two.
+    widths = [2 if ord(char) > 0xFFFF else 1 for char in text]
+    return RenderedText(text, Encoding.UCS2, _segments(widths, *_UCS2_LIMITS))
+
+
+def _segments(widths: list[int], single: int, part: int) -> int:
+    if sum(widths) <= single:
+        return 1
+    # An escaped GSM character or a surrogate pair is never split across two parts.
+    count, used = 1, 0
+    for width in widths:
+        if used + width > part:
+            count, used = count + 1, 0
+        used += width
+    return count
+
+
+def clean_text(value: str, limit: int) -> str:
+    """Caller-controlled text without control or bidi characters, at most `limit` characters."""
+    kept = "".join(c for c in value if unicodedata.category(c) not in _STRIPPED_CATEGORIES)
+    return kept.strip()[:limit].strip()
+
+
+class Renderer:
+    """Renders the configured templates, each compiled once."""
+
+    def __init__(
+        self, templates: Mapping[str, TemplateConfig], max_customer_name: int = 64
+    ) -> None:
+        environment = sandbox()
+        self._compiled: dict[str, tuple[Template, int | None]] = {
+            name: (environment.from_string(spec.text), spec.max_segments)
+            for name, spec in templates.items()
+        }
+        self._max_customer_name = max_customer_name
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Renderer:
+        return cls(cfg.templates, cfg.max_customer_name)
+
+    def render(self, template_name: str, context: Mapping[str, object]) -> RenderedText:
+        """The message `template_name` makes of `context`; RenderError when it cannot be sent."""
+        if template_name not in self._compiled:
+            raise RenderError(f"unknown template '{template_name}'")
+        template, max_segments = self._compiled[template_name]
+        values = dict(context)
+        name = values.get("customer_name")
+        if isinstance(name, str):
+            values["customer_name"] = clean_text(name, self._max_customer_name)
+        try:
+            text = template.render(values)
+        except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            raise RenderError(f"template '{template_name}': {type(exc).__name__}: {exc}") from exc
+        if not text.strip():
+            raise RenderError(f"template '{template_name}' rendered an empty message")
+        rendered = measure(text)
+        if max_segments is not None and rendered.segments > max_segments:
+            raise RenderError(
+                f"template '{template_name}' needs {rendered.segments} segments "
+                f"({rendered.encoding}, {len(text)} characters); max_segments is {max_segments}"
+            )
+        return rendered
+
+
+def call_context(call: CompletedCall, cfg: Config, customer_e164: str | None) -> dict[str, object]:
+    """The variables a template sees for `call`; times are aware, in `cfg.timezone`."""
+    tz = ZoneInfo(cfg.timezone)
+    agent = cfg.agents.get(call.agent_id) if call.agent_id is not None else None
+    agent_name = call.agent_name or (agent.name if agent is not None else None)
+    return {
+        "customer_number": customer_e164 or call.customer_number,
+        "customer_name": clean_text(call.customer_name, cfg.max_customer_name),
+        "did": call.did,
+        "queue": call.queue,
+        "agent_id": call.agent_id,
+        "agent_name": clean_text(agent_name or "", cfg.max_customer_name) or None,
+        "direction": call.direction.value,
+        "answered": call.answered,
+        "disposition": call.disposition.value,
+        "talk_seconds": call.talk_seconds,
+        "wait_seconds": call.wait_seconds,
+        "started_at": datetime.fromtimestamp(call.started_at, tz),
+        "ended_at": datetime.fromtimestamp(call.ended_at, tz),
+        "linkedid": call.linkedid,
+        "pbx": call.pbx,
+        "vars": dict(call.variables),
+    }
+
+
+def referenced_vars(sources: Iterable[str]) -> frozenset[str]:
+    """The names templates read as `vars.X`, `vars['X']` or `vars.get('X')`."""
+    environment = sandbox()
+    found: set[str] = set()
+    for source in sources:
+        tree = environment.parse(source)
+        for getattr_node in tree.find_all(nodes.Getattr):
+            if _is_vars(getattr_node.node) and getattr_node.attr not in _DICT_METHODS:
+                found.add(getattr_node.attr)
+        for item in tree.find_all(nodes.Getitem):
+            if _is_vars(item.node) and isinstance(item.arg, nodes.Const):
+                found.add(str(item.arg.value))
+        for call in tree.find_all(nodes.Call):
+            callee = call.node
+            if isinstance(callee, nodes.Getattr) and _is_vars(callee.node) and call.args:
+                first = call.args[0]
+                if callee.attr == "get" and isinstance(first, nodes.Const):
+                    found.add(str(first.value))
+    return frozenset(found)
+
+
+def _is_vars(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "vars"
+
+
+def worst_case_context(cfg: Config) -> dict[str, object]:
+    """A call with the longest plausible values, for `hangupsms check` segment counts.
+
+    The customer name is `max_customer_name` characters and starts with an emoji, which
+    forces UCS-2; every `vars.X` a template reads is present.
+    """
+    directory_names = [agent.name for agent in cfg.agents.values() if agent.name]
+    call = CompletedCall(
+        pbx=max((pbx.name for pbx in cfg.pbx), key=len, default="pbx"),
+        linkedid="1796413068.99999",
+        direction=Direction.INBOUND,
+        customer_number="+999999999999999",
+        customer_name=("\U0001f600" + _PLACEHOLDER * 30)[: cfg.max_customer_name],
+        presentation_restricted=False,
+        did="9" * 15,
+        queue=_PLACEHOLDER[:32],
+        answered=True,
+        disposition=Disposition.ANSWERED,
+        queue_abandoned=False,
+        agent_id=_PLACEHOLDER[:16],
+        agent_name=max(directory_names, key=len, default=_PLACEHOLDER[:32]),
+        agents_involved=(),
+        talk_seconds=99999,
+        wait_seconds=99999,
+        variables={
+            name: _PLACEHOLDER
+            for name in referenced_vars(spec.text for spec in cfg.templates.values())
+        },
+        transferred=False,
+        started_at=1796413068.0,
+        ended_at=1796513067.0,
+        end_reason=EndReason.LINKEDID_END,
+        linkedid_end_seen=True,
+    )
+    return call_context(call, cfg, "+999999999999999")
