@@ -1,0 +1,5 @@
+"""`python -m hangupsms`."""
+
+from hangupsms.cli import entry
+
+entry()

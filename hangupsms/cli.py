@@ -1,0 +1,185 @@
+"""Command line: `main(argv) -> int`; exit codes tell usage, config and runtime errors apart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from hangupsms import logs
+from hangupsms.config import Config, ConfigError, load_config
+from hangupsms.render import Renderer, RenderError, worst_case_context
+from hangupsms.store import Store, StoreError
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # something failed while running (database, network, …)
+EXIT_USAGE = 2  # argparse's own code for bad arguments
+EXIT_CONFIG = 78  # EX_CONFIG: the configuration is wrong; systemd should not restart in a loop
+
+DEFAULT_CONFIG = Path("/etc/hangupsms/hangupsms.yaml")
+log = structlog.get_logger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hangupsms", description="Post-call SMS for Asterisk and FreePBX."
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                             help=f"configuration file (default {DEFAULT_CONFIG})")
+        return command
+
+    with_config("run", "run the daemon")
+    with_config("check", "validate the configuration and render every template")
+    preview = with_config("preview", "show what a recorded AMI transcript would send")
+    preview.add_argument("transcript", type=Path, help="an .ami byte stream")
+    replay = with_config("replay", "run a recorded AMI transcript through the pipeline")
+    replay.add_argument("transcript", type=Path, help="an .ami byte stream")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="print messages instead of sending; use a temporary database")
+    history = with_config("history", "messages by number, call or date")
+    history.add_argument("--number", help="recipient or customer number (E.164)")
+    history.add_argument("--call", help="the call's Linkedid")
+    history.add_argument("--since", help="YYYY-MM-DD[THH:MM] in the configured timezone")
+    history.add_argument("--until", help="YYYY-MM-DD[THH:MM] in the configured timezone")
+    history.add_argument("--limit", type=int, default=200)
+    with_config("stats", "count messages by state")
+    demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
+    demo.add_argument("--db", type=Path, help="keep the demo database at this path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    stdout = out if out is not None else sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logs.configure(args.log_level)
+    try:
+        return _dispatch(args, stdout)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except FileNotFoundError as exc:
+        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    from hangupsms import commands  # the command bodies import the whole pipeline
+
+    if args.command == "demo":
+        return asyncio.run(commands.demo(out, keep_db=args.db))
+    cfg = load_config(args.config)
+    match args.command:
+        case "check":
+            return check(cfg, out)
+        case "run":
+            return asyncio.run(_run(cfg))
+        case "preview":
+            return asyncio.run(commands.preview(cfg, args.transcript, out))
+        case "replay":
+            return asyncio.run(commands.replay(cfg, args.transcript, out, dry_run=args.dry_run))
+        case "history":
+            return asyncio.run(_history(cfg, args, out))
+        case "stats":
+            return asyncio.run(_stats(cfg, out))
+    raise AssertionError(args.command)
+
+
+def check(cfg: Config, out: TextIO) -> int:
+    """Print what the configuration holds and each template's worst-case size."""
+    print(f"{cfg.source or 'configuration'}: OK", file=out)
+    print(f"  pbx: {', '.join(p.name for p in cfg.pbx)}", file=out)
+    print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}",
+          file=out)
+    print(f"  rules: {', '.join(r.name for r in cfg.rules)}", file=out)
+    renderer = Renderer.from_config(cfg)
+    context = worst_case_context(cfg)
+    failed = False
+    print("  templates (worst case):", file=out)
+    for name in cfg.templates:
+        try:
+            rendered = renderer.render(name, context)
+        except RenderError as exc:
+            print(f"    {name}: ERROR {exc}", file=out)
+            failed = True
+            continue
+        print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
+              f"{len(rendered.text)} chars", file=out)
+    return EXIT_CONFIG if failed else EXIT_OK
+
+
+async def _run(cfg: Config) -> int:
+    from hangupsms.daemon import Daemon
+
+    daemon = Daemon(cfg)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop.set)
+    log.info("daemon.starting", config=cfg.source, pbx=[p.name for p in cfg.pbx])
+    await daemon.run()
+    return EXIT_OK
+
+
+def _parse_when(value: str | None, tz: ZoneInfo) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=tz).timestamp()
+    except ValueError:
+        raise SystemExit(f"not a date: {value!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+
+
+async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
+    tz = ZoneInfo(cfg.timezone)
+    store = await Store.open(cfg.database, readonly=True)
+    try:
+        rows = await store.history(
+            number=args.number, linkedid=args.call, since=_parse_when(args.since, tz),
+            until=_parse_when(args.until, tz), limit=args.limit,
+        )
+    finally:
+        await store.close()
+    for row in rows:
+        when = datetime.fromtimestamp(row.created_at, tz).strftime("%Y-%m-%d %H:%M:%S")
+        why = f" ({row.reason})" if row.reason else ""
+        print(f"{when} {row.pbx}/{row.linkedid} {row.rule} -> {row.to_number} "
+              f"[{row.state}{why}] attempts={row.attempts} {row.body or ''}", file=out)
+    if not rows:
+        print("no messages", file=out)
+    return EXIT_OK
+
+
+async def _stats(cfg: Config, out: TextIO) -> int:
+    store = await Store.open(cfg.database, readonly=True)
+    try:
+        counts = await store.counts_by_state()
+    finally:
+        await store.close()
+    for state, count in counts.items():
+        print(f"{state}: {count}", file=out)
+    print(f"total: {sum(counts.values())}", file=out)
+    return EXIT_OK
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Wiring: AMI connections -> event queue -> tracker -> planner -> outbox -> sender."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TextIO
+
+import structlog
+
+from hangupsms.ami import AmiConnection, ConnState, EventQueue
+from hangupsms.calls import CallTracker, TrackerSettings
+from hangupsms.config import Config
+from hangupsms.dispatch import Dispatcher
+from hangupsms.logs import mask_number
+from hangupsms.models import AmiEvent, CompletedCall
+from hangupsms.phone import check_number
+from hangupsms.planner import plan
+from hangupsms.providers import SmsProvider, build_provider
+from hangupsms.render import Renderer
+from hangupsms.store import Store
+
+log = structlog.get_logger(__name__)
+
+EVENT_QUEUE_SIZE = 100_000
+
+
+class CallPipeline:
+    """The middle of the pipeline: events in, calls recorded with their planned messages."""
+
+    def __init__(
+        self, cfg: Config, store: Store, *, on_recorded: Callable[[], None] = lambda: None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self._store = store
+        self._renderer = Renderer.from_config(cfg)
+        self._trackers = {
+            pbx.name: CallTracker(pbx.name, TrackerSettings.from_pbx(pbx)) for pbx in cfg.pbx
+        }
+        self._on_recorded = on_recorded
+        self._wall_clock = wall_clock
+        self.calls_recorded = 0
+
+    def feed(self, event: AmiEvent, now: float) -> list[CompletedCall]:
+        tracker = self._trackers.get(event.pbx)
+        return [] if tracker is None else tracker.feed(event, now)
+
+    def expire(self, now: float) -> list[CompletedCall]:
+        return [call for tracker in self._trackers.values() for call in tracker.expire(now)]
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for t in self._trackers.values() if (d := t.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def live_calls(self) -> int:
+        return sum(tracker.live_calls() for tracker in self._trackers.values())
+
+    async def record(self, calls: Iterable[CompletedCall]) -> None:
+        """Plan each call's messages and commit call and messages together."""
+        stored = False
+        for call in calls:
+            planned = plan(call, self.cfg, self._renderer)
+            e164 = check_number(call.customer_number, self.cfg.phone).e164
+            fresh = await self._store.record_call(call, e164, planned, self._wall_clock())
+            stored = stored or fresh
+            self.calls_recorded += fresh
+            log.info(
+                "call.completed", pbx=call.pbx, linkedid=call.linkedid,
+                direction=call.direction.value, disposition=call.disposition.value,
+                customer=mask_number(call.customer_number), queue=call.queue,
+                agent=call.agent_id, end=call.end_reason.value, duplicate=not fresh,
+                planned=len([p for p in planned if p.skip_reason is None]),
+                skipped=[f"{p.rule}: {p.skip_reason}" for p in planned if p.skip_reason],
+            )
+        if stored:
+            self._on_recorded()
+
+
+class Daemon:
+    """The running service: owns every task, stops in a bounded, orderly way."""
+
+    def __init__(
+        self, cfg: Config, *, console: TextIO | None = None,
+        providers: Mapping[str, SmsProvider] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self._console = console
+        self._given_providers = providers
+        self._clock = clock
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.queue = EventQueue(EVENT_QUEUE_SIZE)
+        self.connections = [AmiConnection(pbx, self.queue.put) for pbx in cfg.pbx]
+        self.pipeline: CallPipeline | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.store: Store | None = None
+        self._progress = asyncio.Event()  # set whenever an event, a call or a message moved
+
+    async def run(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run until `stop` is set; live calls are lost at shutdown, the outbox is kept."""
+        store = await Store.open(self.cfg.database)
+        providers = dict(self._given_providers or {})
+        try:
+            recovered = await store.recover_interrupted(time.time())
+            if recovered:
+                log.warning("outbox.recovered_unknown", messages=recovered)
+            for name, pcfg in self.cfg.providers.items():
+                providers.setdefault(name, build_provider(pcfg, console=self._console))
+            rates = {name: p.rate for name, p in self.cfg.providers.items() if p.kind != "console"}
+            dispatcher = Dispatcher(store, providers, rates, on_progress=self._progress.set)
+            pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
+            self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
+            async with asyncio.TaskGroup() as group:
+                for connection in self.connections:
+                    group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
+                group.create_task(self._consume(pipeline), name="consumer")
+                group.create_task(dispatcher.run(self.stop), name="sender")
+                group.create_task(self._announce_ready(on_ready), name="ready")
+                await self.stop.wait()
+                log.info("daemon.stopping")
+                for connection in self.connections:
+                    await connection.close()
+        finally:
+            for provider in providers.values():
+                await provider.close()
+            await store.close()
+        log.info("daemon.stopped", calls=pipeline.calls_recorded, sent=dispatcher.sent)
+
+    async def _announce_ready(self, on_ready: Callable[[], Awaitable[None]] | None) -> None:
+        """Ready once every PBX login succeeded (systemd READY, tests, the demo)."""
+        waiters = [c.wait_state(ConnState.READY, ConnState.CLOSED) for c in self.connections]
+        await asyncio.gather(*waiters)
+        if self.stop.is_set():
+            return
+        self.ready.set()
+        log.info("daemon.ready", pbx=[c.pbx.name for c in self.connections])
+        if on_ready is not None:
+            await on_ready()
+
+    async def _consume(self, pipeline: CallPipeline) -> None:
+        """The one consumer of the event queue; finalises calls when their grace has passed."""
+        while not self.stop.is_set():
+            deadline = pipeline.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            event = await self._next_event(timeout)
+            now = self._clock()
+            finished = pipeline.feed(event, now) if event is not None else []
+            finished += pipeline.expire(now)
+            if finished:
+                await pipeline.record(finished)
+            self._progress.set()
+
+    async def _next_event(self, wait: float | None) -> AmiEvent | None:
+        getter = asyncio.ensure_future(self.queue.get())
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait(
+                {getter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+            # gather, not suppress(CancelledError): a cancel of this task must propagate.
+            await asyncio.gather(stopper, getter, return_exceptions=True)
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
+
+    async def wait_drained(self) -> None:
+        """Return once `drained()` holds (the demo and tests use it after a replay)."""
+        while True:
+            self._progress.clear()
+            if await self.drained():
+                return
+            await self._progress.wait()
+
+    async def drained(self) -> bool:
+        """True when no event is queued, no call is live and nothing is waiting to be sent."""
+        pipeline, store = self.pipeline, self.store
+        if pipeline is None or store is None or self.queue.qsize() or pipeline.live_calls():
+            return False
+        counts = await store.counts_by_state()
+        return not counts.get("pending") and not counts.get("sending")

@@ -1,0 +1,124 @@
+"""`hangupsms run` as a subprocess: fake AMI replaying real calls, fake Twilio, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hangupsms.replay import AmiReplayServer
+from tests.faketwilio import FakeTwilio
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ami"
+TRANSCRIPTS = sorted(FIXTURES.glob("*.ami"))
+EXPECTED: dict[str, list[dict[str, Any]]] = yaml.safe_load(
+    (FIXTURES / "expected-messages.yaml").read_text(encoding="utf-8")
+)
+SID = "AC00000000000000000000000000000000"
+
+
+def _reference_config(tmp_path: Path, ami_port: int, twilio_url: str) -> Path:
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["pbx"][0]["port"] = ami_port
+    raw["providers"]["twilio"]["api_url"] = twilio_url
+    raw["database"] = str(tmp_path / "reference.db")
+    path = tmp_path / "reference.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class DaemonLog:
+    """Reads the daemon's JSON log lines as they come, so tests await events, not time."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._stream = stream
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+
+    async def until(self, predicate: Any) -> None:
+        while not predicate(self.lines):
+            line = await self._stream.readline()
+            if not line:
+                raise AssertionError("daemon log ended:\n" + "\n".join(self.raw[-30:]))
+            text = line.decode("utf-8", "replace").strip()
+            self.raw.append(text)
+            if text.startswith("{"):
+                self.lines.append(json.loads(text))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line.get("event") == name]
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[FakeTwilio]:
+    server = await FakeTwilio(SID, "reference-token").start()
+    yield server
+    await server.stop()
+
+
+async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
+    tmp_path: Path, twilio: FakeTwilio
+) -> None:
+    linkedids = {call["linkedid"] for calls in EXPECTED.values() for call in calls}
+    expected_sent = Counter(
+        (m["to"], m["body"]) for calls in EXPECTED.values() for c in calls for m in c["sent"]
+    )
+    async with AmiReplayServer(TRANSCRIPTS, username="hangupsms", secret="labsecret") as ami:
+        config = _reference_config(tmp_path, ami.port, twilio.url)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hangupsms", "run", "-c", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stderr is not None
+        log = DaemonLog(process.stderr)
+        try:
+            async with asyncio.timeout(60):
+                await log.until(lambda _: ami.events_done.is_set())
+                await log.until(
+                    lambda _: {e["linkedid"] for e in log.events("call.completed")} >= linkedids
+                )
+                await log.until(lambda _: len(log.events("sms.sent")) >= sum(
+                    expected_sent.values()))
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            await log.until(lambda _: bool(log.events("daemon.stopped")))
+            returncode = await process.wait()
+    assert returncode == 0
+    assert Counter((m.to, m.body) for m in twilio.accepted) == expected_sent
+    assert not [e for e in log.lines if e.get("level") in ("error", "critical")]
+    _assert_database(tmp_path / "reference.db", linkedids)
+
+
+def _assert_database(path: Path, linkedids: set[str]) -> None:
+    with sqlite3.connect(path) as db:
+        calls = {row[0]: row[1] for row in db.execute("SELECT linkedid, id FROM calls")}
+        assert set(calls) == linkedids
+        rows = db.execute(
+            "SELECT c.linkedid, m.rule, m.to_number, m.body, m.state, m.reason"
+            " FROM messages m JOIN calls c ON c.id = m.call_id"
+        ).fetchall()
+    found = Counter((r[0], r[1], r[4]) for r in rows)
+    wanted: Counter[tuple[str, str, str]] = Counter()
+    for calls_ in EXPECTED.values():
+        for call in calls_:
+            wanted.update((call["linkedid"], m["rule"], "sent") for m in call["sent"])
+            wanted.update((call["linkedid"], s["rule"], "skipped") for s in call["skipped"])
+    assert found == wanted
+    reasons = {(r[0], r[1]): r[5] for r in rows if r[4] == "skipped"}
+    for calls_ in EXPECTED.values():
+        for call in calls_:
+            for skipped in call["skipped"]:
+                assert reasons[(call["linkedid"], skipped["rule"])].startswith(skipped["why"])
