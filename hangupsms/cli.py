@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hangupsms", description="Post-call SMS for Asterisk and FreePBX."
     )
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument("--log-level", help="debug, info, warning, error (default: info; "
+                        "warning for demo, whose output is the messages)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level or ("warning" if args.command == "demo" else "info"))
     try:
         return _dispatch(args, stdout)
     except ConfigError as exc:

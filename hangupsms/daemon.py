@@ -57,6 +57,10 @@ class CallPipeline:
     def live_calls(self) -> int:
         return sum(tracker.live_calls() for tracker in self._trackers.values())
 
+    def longest_grace(self) -> float:
+        """How far ahead an ended call may still be waiting for late events."""
+        return max((max(p.end_grace, p.no_cel_grace) for p in self.cfg.pbx), default=0.0)
+
     async def record(self, calls: Iterable[CompletedCall]) -> None:
         """Plan each call's messages and commit call and messages together."""
         stored = False
@@ -84,7 +88,7 @@ class Daemon:
     def __init__(
         self, cfg: Config, *, console: TextIO | None = None,
         providers: Mapping[str, SmsProvider] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, shutdown_timeout: float = 10.0,
     ) -> None:
         self.cfg = cfg
         self._console = console
@@ -98,9 +102,10 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
         self._progress = asyncio.Event()  # set whenever an event, a call or a message moved
+        self.shutdown_timeout = shutdown_timeout
 
     async def run(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Run until `stop` is set; live calls are lost at shutdown, the outbox is kept."""
+        """Run until `stop` is set; the outbox is kept, calls still live at shutdown are lost."""
         store = await Store.open(self.cfg.database)
         providers = dict(self._given_providers or {})
         try:
@@ -116,18 +121,44 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
-                group.create_task(self._consume(pipeline), name="consumer")
-                group.create_task(dispatcher.run(self.stop), name="sender")
+                consumer = group.create_task(self._consume(pipeline), name="consumer")
+                sender_stop = asyncio.Event()
+                sender = group.create_task(dispatcher.run(sender_stop), name="sender")
                 group.create_task(self._announce_ready(on_ready), name="ready")
                 await self.stop.wait()
-                log.info("daemon.stopping")
-                for connection in self.connections:
-                    await connection.close()
+                await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
             for provider in providers.values():
                 await provider.close()
             await store.close()
         log.info("daemon.stopped", calls=pipeline.calls_recorded, sent=dispatcher.sent)
+
+    async def _shutdown(
+        self, pipeline: CallPipeline, consumer: asyncio.Task[None], sender: asyncio.Task[None],
+        sender_stop: asyncio.Event,
+    ) -> None:
+        """Stop intake, record calls that already ended, let the send in flight finish."""
+        log.info("daemon.stopping")
+        for connection in self.connections:
+            await connection.close()
+        await consumer
+        # Calls whose end was seen are waiting out their grace for late Cdr events: record
+        # them now rather than lose them. Calls still live cannot be finished.
+        now = self._clock()
+        finished: list[CompletedCall] = []
+        while self.queue.qsize():
+            finished += pipeline.feed(self.queue.get_nowait(), now)
+        finished += pipeline.expire(now + pipeline.longest_grace())
+        if finished:
+            await pipeline.record(finished)
+        if pipeline.live_calls():
+            log.warning("daemon.live_calls_dropped", calls=pipeline.live_calls())
+        sender_stop.set()
+        done, _ = await asyncio.wait({sender}, timeout=self.shutdown_timeout)
+        if not done:
+            # The row stays `sending`; the next start resolves it before sending anything.
+            log.warning("daemon.sender_timeout", timeout=self.shutdown_timeout)
+            sender.cancel()
 
     async def _announce_ready(self, on_ready: Callable[[], Awaitable[None]] | None) -> None:
         """Ready once every PBX login succeeded (systemd READY, tests, the demo)."""

@@ -129,6 +129,9 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:
         """Open (creating and migrating unless `readonly`) the database at `path`."""
+        if readonly and not await asyncio.to_thread(path.is_file):
+            # Checked here: aiosqlite's own failure path can outlive the event loop.
+            raise StoreError(f"no database at {path} (has the daemon run with this config?)")
         try:
             if readonly:
                 db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
