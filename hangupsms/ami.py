@@ -27,7 +27,7 @@ from panoramisk.message import Message
 
 from hangupsms.config import PbxConfig
 from hangupsms.frames import BANNER_PREFIX, Frame, FrameSplitter, FrameTooLarge, decode_frame
-from hangupsms.models import AmiEvent
+from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent
 
 log = structlog.get_logger(__name__)
 
@@ -421,14 +421,46 @@ class AmiConnection:
             self.connects += 1
             self._set_state(ConnState.READY)
             log.info("ami.ready", pbx=self.pbx.name, banner=self.banner, connects=self.connects)
-            reason = await self._serve(protocol)
+            survey = None
+            if self.connects > 1:
+                survey = asyncio.create_task(self._report_live_calls(),
+                                             name=f"ami-channels-{self.pbx.name}")
+            try:
+                reason = await self._serve(protocol)
+            finally:
+                if survey is not None:
+                    survey.cancel()
+                    await asyncio.gather(survey, return_exceptions=True)
             log.warning("ami.connection_lost", pbx=self.pbx.name, reason=reason)
+            self._sink(AmiEvent(self.pbx.name, DISCONNECTED_EVENT, {"Reason": reason},
+                                self._clock()))
             return _Outcome.LOST
         finally:
             self._protocol = None
             protocol.abort("session_ended")
             if self.state is not ConnState.AUTH_FAILED:
                 self._set_state(ConnState.DISCONNECTED)
+
+    async def _report_live_calls(self) -> None:
+        """After a reconnect: tell the consumer which calls Asterisk still has.
+
+        The answer follows, in the stream, every event sent before it, so the consumer can
+        tell the calls that ended while we were away from those still going. Needs the
+        `reporting` (or `system`) write class; without it, those calls end by their TTL.
+        """
+        try:
+            answer = await self.send_list_action({"Action": "CoreShowChannels"}, timeout=10.0)
+        except AmiError as exc:
+            log.warning("ami.channels_unknown", pbx=self.pbx.name, error=str(exc))
+            return
+        if str(answer[0].get("Response", "")).lower() != "success":
+            log.warning("ami.channels_unknown", pbx=self.pbx.name,
+                        error=str(answer[0].get("Message", "")),
+                        hint="grant the manager user write=reporting")
+            return
+        linkedids = sorted({str(item.get("Linkedid", "")) for item in answer[1:]} - {""})
+        self._sink(AmiEvent(self.pbx.name, CHANNELS_EVENT, {"Linkedids": " ".join(linkedids)},
+                            self._clock()))
 
     async def _connect(self) -> AmiStreamProtocol | None:
         loop = asyncio.get_running_loop()

@@ -39,7 +39,13 @@ from hangupsms.callevents import (
 )
 from hangupsms.callstate import CallState, caller_number, complete, endpoint, event_time, unescape
 from hangupsms.config import PbxConfig
-from hangupsms.models import AmiEvent, CompletedCall, EndReason
+from hangupsms.models import (
+    CHANNELS_EVENT,
+    DISCONNECTED_EVENT,
+    AmiEvent,
+    CompletedCall,
+    EndReason,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +90,7 @@ class CallTracker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._heap: list[tuple[float, str]] = []  # (deadline, linkedid); stale entries skipped
         self._ttl_due = math.inf  # no call can be TTL-expired before this
+        self._gap: set[str] | None = None  # calls live when the AMI connection was lost
         # Event name -> (header holding the Linkedid, handler); Cdr has none (mapped by UniqueID).
         self._routes: dict[str, tuple[str, Handler]] = {
             "Newchannel": ("Linkedid", self._on_newchannel),
@@ -123,6 +130,8 @@ class CallTracker:
         done = self.expire(now) if due else []
         route = self._routes.get(event.name)
         if route is None:
+            if event.name[:1] == "@":
+                self._connection_event(event, done)
             return done
         key, handler = route
         headers = event.headers
@@ -167,6 +176,28 @@ class CallTracker:
     def live_calls(self) -> int:
         """How many calls are being tracked (not yet emitted)."""
         return len(self._calls)
+
+    def _connection_event(self, event: AmiEvent, done: list[CompletedCall]) -> None:
+        """The AMI link dropped, or came back with the list of calls Asterisk still has.
+
+        A call that was live at the drop and is gone after the reconnect ended in the gap:
+        finalise it from what was seen (its LINKEDID_END and late events are lost). A call
+        whose LINKEDID_END was seen ends normally; calls that started after the reconnect
+        are not affected.
+        """
+        if event.name == DISCONNECTED_EVENT:
+            if self._gap is None:  # several drops in a row: the first one counts
+                self._gap = set(self._calls)
+            return
+        if event.name != CHANNELS_EVENT or self._gap is None:
+            return
+        live = set(event.headers.get("Linkedids", "").split())
+        for linkedid in self._gap - live:
+            call = self._calls.get(linkedid)
+            if call is not None and not call.linkedid_end:
+                log.warning("calls.ended_in_gap", pbx=self.pbx, linkedid=linkedid)
+                done.append(self._finish(call, EndReason.GAP))
+        self._gap = None
 
     # --- lifecycle --------------------------------------------------------------------------
 

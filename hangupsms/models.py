@@ -49,6 +49,13 @@ class EndReason(enum.StrEnum):
     LINKEDID_END = "linkedid_end"  # CEL said so
     NO_CHANNELS = "no_channels"  # no CEL: last channel hung up and the grace passed
     EVICTED = "evicted"  # never ended within the TTL
+    GAP = "ended_while_disconnected"  # Asterisk no longer had it after an AMI reconnect
+
+
+# Events the AMI client itself puts into the stream, in order with Asterisk's events. The
+# `@` prefix cannot clash: Asterisk event names are alphanumeric.
+DISCONNECTED_EVENT = "@Disconnected"  # the connection was lost; events may be missing
+CHANNELS_EVENT = "@Channels"  # after a reconnect: header `Linkedids`, the calls still live
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,7 @@ class MessageState(enum.StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     UNKNOWN = "unknown"
+    CHECKING = "checking"  # an `unknown` message whose provider lookup is in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,7 @@ class OutboundMessage:
     call_linkedid: str
     rule: str
     attempts: int = 0
+    created_at: float | None = None  # epoch seconds the message was stored (max age)
 
 
 class SendStatus(enum.StrEnum):
@@ -159,3 +168,18 @@ class SendResult:
     detail: str = ""
     retry_after: float | None = None
     extra: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+
+class LookupStatus(enum.StrEnum):
+    FOUND = "found"  # the provider holds the message: it was accepted
+    NOT_FOUND = "not_found"  # the provider's records prove it was not accepted
+    UNAVAILABLE = "unavailable"  # could not tell (error, ambiguous records): ask again later
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What a provider's records say about a message whose send was ambiguous."""
+
+    status: LookupStatus
+    provider_id: str | None = None
+    detail: str = ""

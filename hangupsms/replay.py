@@ -71,13 +71,15 @@ class AmiReplayServer:
     `chunk_size` cuts every write into pieces of that many bytes (yielding to the loop
     between them, so the client reads them separately); `drop_after_frames` closes each
     connection after that many event frames; `pace` scales the recorded spacing (None: as
-    fast as possible); `answer_pings=False` plays a dead peer that keeps the socket open.
+    fast as possible); `answer_pings=False` plays a dead peer that keeps the socket open;
+    `lose_after_drop` frames after each drop happen while nobody listens, and are lost.
+    CoreShowChannels lists the channels the frames so far have created and not hung up.
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
                  chunk_size: int | None = None, drop_after_frames: int | None = None,
                  pace: float | None = None, answer_pings: bool = True,
-                 banner: bytes = BANNER) -> None:
+                 banner: bytes = BANNER, lose_after_drop: int = 0) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -89,6 +91,9 @@ class AmiReplayServer:
         self.port = 0
         self.cursor = 0  # index of the next event frame to send
         self.connections = 0
+        self.lose_after_drop = lose_after_drop
+        self.lost_frames = 0
+        self.live: dict[str, str] = {}  # Uniqueid -> Linkedid of channels not yet hung up
         self.connected_at: list[float] = []  # loop time of each accepted connection
         self.logins = 0
         self.login_failures = 0
@@ -135,6 +140,19 @@ class AmiReplayServer:
         """Wait until `predicate()` holds; it is checked after every change of the counters."""
         while not predicate():
             await self._changed.wait()
+
+    def advance(self) -> None:
+        """The frame at the cursor has happened (sent, or lost while nobody listened)."""
+        raw = self.frames[self.cursor].raw
+        if raw.startswith((b"Event: Newchannel\r", b"Event: Hangup\r")):
+            frame = decode_frame(raw)
+            uniqueid = frame.first("Uniqueid") or ""
+            if frame.first("Event") == "Newchannel":
+                self.live[uniqueid] = frame.first("Linkedid") or uniqueid
+            else:
+                self.live.pop(uniqueid, None)
+        self.cursor += 1
+        self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -206,11 +224,15 @@ class _ReplaySession:
         elif action == "events":
             await self._events(frame, action_id)
         elif action == "coreshowchannels":
-            # No live channels: the list is empty, only its start and its end are sent.
+            # The channels the replay has created and not yet hung up, as Asterisk lists them.
+            live = sorted(self.server.live.items())
             await self._reply(action_id, ("Success", "Channels will follow"),
                               ("EventList", "start"))
+            for uniqueid, linkedid in live:
+                await self._send([("Event", "CoreShowChannel"), ("ActionID", action_id),
+                                  ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
             await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
-                              ("EventList", "Complete"), ("ListItems", "0")])
+                              ("EventList", "Complete"), ("ListItems", str(len(live)))])
         elif action == "logoff":
             await self._reply(action_id, ("Goodbye", "Thanks for all the fish."))
             return False
@@ -249,11 +271,14 @@ class _ReplaySession:
             if server.pace is not None and frame.delay:
                 await asyncio.sleep(frame.delay * server.pace)
             await self._write(frame.raw + EOL + EOL)
-            server.cursor += 1
+            server.advance()
             sent += 1
-            server._notify()
             if server.drop_after_frames is not None and sent >= server.drop_after_frames:
                 log.info("replay.dropping_connection", sent=sent, cursor=server.cursor)
+                # Like Asterisk, the calls go on while nobody listens: these are lost.
+                for _ in range(min(server.lose_after_drop, len(server.frames) - server.cursor)):
+                    server.advance()
+                    server.lost_frames += 1
                 self.writer.close()  # the reader sees EOF and ends the session
                 return
         server.events_done.set()

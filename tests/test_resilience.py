@@ -1,0 +1,142 @@
+"""AMI drops and lost events: every call texted once; calls that ended in a gap finalised."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from structlog.testing import capture_logs
+
+from hangupsms.ami import AmiConnection, EventQueue
+from hangupsms.calls import CallTracker, TrackerSettings
+from hangupsms.config import PbxConfig, load_config
+from hangupsms.daemon import Daemon
+from hangupsms.frames import event_frames
+from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent, CompletedCall, EndReason
+from hangupsms.replay import AmiReplayServer
+from tests.faketwilio import FakeTwilio
+from tests.test_calls import BY_NAME, FIXTURES, assert_facts, load
+
+TRANSCRIPTS = sorted(FIXTURES.glob("*.ami"))
+EXPECTED: dict[str, list[dict[str, Any]]] = yaml.safe_load(
+    (FIXTURES / "expected-messages.yaml").read_text(encoding="utf-8")
+)
+USER, SECRET = "hangupsms", "labsecret"
+SETTINGS = TrackerSettings.from_pbx(PbxConfig(name="lab"))
+
+
+def _link_event(name: str, **headers: str) -> AmiEvent:
+    return AmiEvent("lab", name, headers, 0.0)
+
+
+def _feed(tracker: CallTracker, events: list[AmiEvent]) -> list[CompletedCall]:
+    return [call for event in events for call in tracker.feed(event, 0.0)]
+
+
+def test_a_call_gone_after_a_reconnect_is_finalised_from_what_was_seen() -> None:
+    events = load("c")
+    tracker = CallTracker("lab", SETTINGS)
+    assert _feed(tracker, events[:20]) == []
+    calls = _feed(tracker, [_link_event(DISCONNECTED_EVENT),
+                            _link_event(CHANNELS_EVENT, Linkedids="")])
+    assert [(c.linkedid, c.end_reason) for c in calls] == [("1796413091.27", EndReason.GAP)]
+    assert calls[0].customer_number == "+33612345678" and calls[0].did == "4002"
+    # The rest of the call's events (if Asterisk still sent any) start nothing new.
+    assert _feed(tracker, events[20:]) + tracker.expire(float("inf")) == []
+
+
+def test_a_call_still_live_after_a_reconnect_goes_on_to_its_normal_end() -> None:
+    events = load("a")
+    tracker = CallTracker("lab", SETTINGS)
+    assert _feed(tracker, events[:60]) == []
+    assert _feed(tracker, [_link_event(DISCONNECTED_EVENT),
+                           _link_event(CHANNELS_EVENT, Linkedids="1796413068.0 9.9")]) == []
+    calls = _feed(tracker, events[60:]) + tracker.expire(float("inf"))
+    assert len(calls) == 1
+    assert_facts(calls[0], BY_NAME["a"])
+
+
+def test_calls_started_after_the_drop_are_not_touched_by_the_channel_list() -> None:
+    tracker = CallTracker("lab", SETTINGS)
+    assert _feed(tracker, [_link_event(DISCONNECTED_EVENT)]) == []
+    events = load("b")
+    calls = _feed(tracker, [*events[:30], _link_event(CHANNELS_EVENT, Linkedids="")])
+    assert calls == []
+    calls = _feed(tracker, events[30:]) + tracker.expire(float("inf"))
+    assert_facts(calls[0], BY_NAME["b"])
+
+
+async def test_events_lost_during_drops_never_yield_a_call_twice() -> None:
+    """Each drop loses the next 15 events, as Asterisk sends them to nobody."""
+    total = sum(1 for path in TRANSCRIPTS for _ in event_frames(path))
+    queue = EventQueue(10_000)
+    async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET,
+                               drop_after_frames=60, lose_after_drop=15) as server:
+        pbx = PbxConfig(name="lab", port=server.port, username=USER, secret=SECRET,
+                        reconnect_min=0.01, reconnect_max=0.05)
+        connection = AmiConnection(pbx, queue.put)
+        runner = asyncio.create_task(connection.run())
+        tracker = CallTracker("lab", TrackerSettings.from_pbx(pbx))
+        calls: list[CompletedCall] = []
+        try:
+            async with asyncio.timeout(30):
+                await server.wait_until(lambda: server.cursor == total)
+                await server.events_done.wait()
+                await connection.wait_ready()
+                # The answer to a Ping follows every event already sent on this connection.
+                await connection.send_action({"Action": "Ping"})
+                while queue.qsize():
+                    calls += tracker.feed(queue.get_nowait(), 0.0)
+        finally:
+            await connection.close()
+            await runner
+    calls += tracker.expire(float("inf"))
+    assert server.lost_frames > 0
+    linkedids = Counter(call.linkedid for call in calls)
+    assert max(linkedids.values()) == 1
+    started = {c["linkedid"] for calls_ in EXPECTED.values() for c in calls_}
+    assert set(linkedids) <= started
+    complete = [c for c in calls if c.end_reason is EndReason.LINKEDID_END]
+    assert complete, "some calls must have had all their events delivered"
+
+
+def _daemon_config(tmp_path: Path, ami_port: int, twilio_url: str) -> Path:
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["pbx"][0].update(port=ami_port, reconnect_min=0.05, reconnect_max=0.5)
+    raw["providers"]["twilio"].update(api_url=twilio_url, rate=100)
+    raw["database"] = str(tmp_path / "h.db")
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+async def test_twenty_drops_during_a_replay_text_every_call_once(tmp_path: Path) -> None:
+    expected = Counter(
+        (m["to"], m["body"]) for calls in EXPECTED.values() for c in calls for m in c["sent"]
+    )
+    twilio = await FakeTwilio("AC00000000000000000000000000000000", "reference-token").start()
+    try:
+        async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET,
+                                   drop_after_frames=55) as server:
+            cfg = load_config(_daemon_config(tmp_path, server.port, twilio.url))
+            daemon = Daemon(cfg)
+            with capture_logs() as logs:
+                runner = asyncio.create_task(daemon.run())
+                try:
+                    async with asyncio.timeout(60):
+                        await server.events_done.wait()
+                        await daemon.wait_drained()
+                finally:
+                    daemon.stop.set()
+                    await runner
+    finally:
+        await twilio.stop()
+    assert server.connections >= 21  # 20 drops at least
+    assert Counter((m.to, m.body) for m in twilio.accepted) == expected
+    lost = [e for e in logs if e["event"] == "ami.reconnect_scheduled" and e["after"] == "lost"]
+    assert len(lost) >= 20
+    # After a working session the first retry is fast: well within a second.
+    assert max(e["delay"] for e in lost) < 1.0
