@@ -157,16 +157,25 @@ async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
             number=args.number, linkedid=args.call, since=_parse_when(args.since, tz),
             until=_parse_when(args.until, tz), limit=args.limit,
         )
+        attempts = {row.id: await store.attempts(row.id) for row in rows}
     finally:
         await store.close()
     for row in rows:
-        when = datetime.fromtimestamp(row.created_at, tz).strftime("%Y-%m-%d %H:%M:%S")
         why = f" ({row.reason})" if row.reason else ""
-        print(f"{when} {row.pbx}/{row.linkedid} {row.rule} -> {row.to_number} "
-              f"[{row.state}{why}] attempts={row.attempts} {row.body or ''}", file=out)
+        print(f"{_local(row.created_at, tz)} {row.pbx}/{row.linkedid} {row.rule} -> "
+              f"{row.to_number} [{row.state}{why}] attempts={row.attempts} {row.body or ''}",
+              file=out)
+        for attempt in attempts[row.id]:
+            code = f" {attempt.error_code}" if attempt.error_code else ""
+            detail = f": {attempt.detail}" if attempt.detail else ""
+            print(f"    {_local(attempt.at, tz)} {attempt.outcome}{code}{detail}", file=out)
     if not rows:
         print("no messages", file=out)
     return EXIT_OK
+
+
+def _local(epoch: float, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def _stats(cfg: Config, out: TextIO) -> int:

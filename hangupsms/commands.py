@@ -13,7 +13,7 @@ from typing import TextIO
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config, ProviderConfig, parse_config
 from hangupsms.daemon import CallPipeline, Daemon
-from hangupsms.dispatch import Dispatcher
+from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.frames import event_frames
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.planner import plan
@@ -94,8 +94,8 @@ async def replay(cfg: Config, path: Path, out: TextIO, *, dry_run: bool) -> int:
 
 
 async def _drain(cfg: Config, store: Store, providers: dict[str, SmsProvider]) -> None:
-    rates = {name: p.rate for name, p in cfg.providers.items() if p.kind != "console"}
-    await Dispatcher(store, providers, rates).drain()
+    rates, policies = sender_settings(cfg)
+    await Dispatcher(store, providers, rates, policies=policies).drain()
 
 
 def demo_transcripts() -> list[Path]:

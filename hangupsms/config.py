@@ -20,6 +20,7 @@ from jinja2 import TemplateSyntaxError
 from hangupsms.models import Direction, Disposition
 from hangupsms.phone import check_number
 from hangupsms.render import sandbox
+from hangupsms.retry import RetryPolicy
 from hangupsms.yamlnodes import At, NodeReader
 from hangupsms.yamlnodes import ConfigError as ConfigError
 
@@ -71,6 +72,8 @@ class ProviderConfig:
     api_url: str = ""  # Twilio-compatible endpoint; "" means Twilio itself
     timeout: float = 10.0  # per request, seconds
     rate: float = 1.0  # messages per second
+    lookup_limit: int = 100  # twilio: messages listed when checking an ambiguous send
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # keys of the same names
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +164,18 @@ _TOP_KEYS = (
     "max_customer_name",
 )  # fmt: skip
 _TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
+# RetryPolicy fields a provider entry may set (batch and idle_poll are the sender's own).
+_RETRY_KEYS = (
+    "max_attempts", "max_age", "base_delay", "max_delay", "throttle_delay", "lookup_settle",
+    "lookup_delay", "max_lookups", "clock_skew",
+)  # fmt: skip
+_RETRY_BOUNDS = {"max_attempts": (1, None), "max_lookups": (1, None)}
 _PROVIDER_KEYS = {
     "twilio": (
         "kind", "account_sid", "auth_token", "from", "messaging_service_sid", "api_url",
-        "timeout", "rate",
+        "timeout", "rate", "lookup_limit", *_RETRY_KEYS,
     ),
-    "console": ("kind", "timeout", "rate"),
+    "console": ("kind", "timeout", "rate", *_RETRY_KEYS),
 }  # fmt: skip
 _PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
 _RECIPIENTS = ("customer", "agent")
@@ -293,7 +302,8 @@ def _provider(reader: NodeReader, name: str, at: At) -> ProviderConfig:
     kind = reader.choice(kind_at, tuple(_PROVIDER_KEYS), "provider kind")
     required = ("account_sid", "auth_token") if kind == "twilio" else ()
     nodes = reader.mapping(at, _PROVIDER_KEYS[kind], required)
-    provider = reader.fill(nodes, ProviderConfig, name=name, kind=kind)
+    retry = reader.fill(nodes, RetryPolicy, _RETRY_BOUNDS)
+    provider = reader.fill(nodes, ProviderConfig, name=name, kind=kind, retry=retry)
     for key in required:
         _require_text(reader, nodes, key, getattr(provider, key))
     if kind == "twilio" and not (provider.from_.strip() or provider.messaging_service_sid.strip()):

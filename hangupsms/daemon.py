@@ -12,7 +12,7 @@ import structlog
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config
-from hangupsms.dispatch import Dispatcher
+from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.logs import mask_number
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.phone import check_number
@@ -111,11 +111,13 @@ class Daemon:
         try:
             recovered = await store.recover_interrupted(time.time())
             if recovered:
-                log.warning("outbox.recovered_unknown", messages=recovered)
+                # Checked with the provider before anything new is sent: never sent twice.
+                log.warning("outbox.interrupted_sends_to_check", messages=recovered)
             for name, pcfg in self.cfg.providers.items():
                 providers.setdefault(name, build_provider(pcfg, console=self._console))
-            rates = {name: p.rate for name, p in self.cfg.providers.items() if p.kind != "console"}
-            dispatcher = Dispatcher(store, providers, rates, on_progress=self._progress.set)
+            rates, policies = sender_settings(self.cfg)
+            dispatcher = Dispatcher(store, providers, rates, policies=policies,
+                                    on_progress=self._progress.set)
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             async with asyncio.TaskGroup() as group:
@@ -215,4 +217,6 @@ class Daemon:
         if pipeline is None or store is None or self.queue.qsize() or pipeline.live_calls():
             return False
         counts = await store.counts_by_state()
-        return not counts.get("pending") and not counts.get("sending")
+        if any(counts.get(state) for state in ("pending", "sending", "checking")):
+            return False
+        return not await store.lookups_scheduled()

@@ -1,4 +1,9 @@
-"""The one sender task: claims due messages from the outbox, sends, records each outcome."""
+"""The one sender task: claims due messages from the outbox, sends, records each outcome.
+
+Each pass first resolves the `unknown` messages whose provider lookup is due (see
+`recovery`), then sends due `pending` ones: a message interrupted by a crash is checked
+with the provider before anything new is sent.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +12,28 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 
+from hangupsms.config import Config
 from hangupsms.logs import mask_number
 from hangupsms.models import MessageState, OutboundMessage, SendResult, SendStatus
 from hangupsms.providers import SmsProvider
+from hangupsms.recovery import LookupResolver
+from hangupsms.retry import RetryPolicy
 from hangupsms.store import Store
+
+__all__ = ["Dispatcher", "RetryPolicy"]
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How transient failures are retried: capped, jittered exponential backoff and a budget."""
-
-    max_attempts: int = 8
-    base_delay: float = 2.0
-    max_delay: float = 300.0
-    throttle_delay: float = 30.0  # when a 429 carries no Retry-After
-    batch: int = 20
-    idle_poll: float = 5.0  # re-check the outbox at least this often (another writer, clock)
-
-    def backoff(self, attempts: int, rng: random.Random) -> float:
-        delay: float = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
-        return delay * (0.5 + rng.random() / 2)
-
-
 class Dispatcher:
-    """Owns sending. `wake()` after new rows are committed; `run()` until `stop` is set."""
+    """Owns sending. `wake()` after new rows are committed; `run()` until `stop` is set.
+
+    `policy` applies to every provider without an entry in `policies` (provider name ->
+    its own RetryPolicy); `batch` and `idle_poll` come from `policy`.
+    """
 
     def __init__(
         self,
@@ -45,6 +42,7 @@ class Dispatcher:
         rates: Mapping[str, float],
         *,
         policy: RetryPolicy | None = None,
+        policies: Mapping[str, RetryPolicy] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_progress: Callable[[], None] = lambda: None,
@@ -54,12 +52,36 @@ class Dispatcher:
         self._intervals = {name: 1.0 / rate for name, rate in rates.items() if rate > 0}
         self._next_slot: dict[str, float] = {}
         self._policy = policy or RetryPolicy()
+        self._policies = dict(policies or {})
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._wakeup = asyncio.Event()
         self._on_progress = on_progress
-        self.sent = 0
+        self._resolver = LookupResolver(
+            store, providers, self.policy_for, clock=clock, rng=self._rng,
+            batch=self._policy.batch, on_progress=on_progress,
+        )
+        self._sent = 0
+        self._dead = 0
         self.alive = False
+
+    @property
+    def sent(self) -> int:
+        """Messages the provider accepted, including those a lookup found accepted."""
+        return self._sent + self._resolver.found
+
+    @property
+    def dead(self) -> int:
+        """Messages given up: retry budget spent or older than `max_age`."""
+        return self._dead + self._resolver.dead
+
+    @property
+    def abandoned(self) -> int:
+        """Messages left `unknown` for a human after their lookups stayed inconclusive."""
+        return self._resolver.abandoned
+
+    def policy_for(self, provider: str) -> RetryPolicy:
+        return self._policies.get(provider, self._policy)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -70,6 +92,9 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 self._wakeup.clear()
+                await self._resolver.resolve_due(stop)
+                if stop.is_set():
+                    return
                 batch = await self._store.claim_due(self._clock(), self._policy.batch)
                 for index, message in enumerate(batch):
                     if stop.is_set():
@@ -83,14 +108,18 @@ class Dispatcher:
             self.alive = False
 
     async def drain(self) -> None:
-        """Send everything due now, then return (`replay`); retries due later stay queued."""
-        while batch := await self._store.claim_due(self._clock(), self._policy.batch):
+        """Check and send everything due now, then return (`replay`); later work stays queued."""
+        while True:
+            await self._resolver.resolve_due()
+            batch = await self._store.claim_due(self._clock(), self._policy.batch)
+            if not batch:
+                return
             for message in batch:
                 await self._pace(message.provider, asyncio.Event())
                 await self._send_one(message)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        due = await self._store.next_due()
+        due = await self._store.next_wakeup()
         wait = self._policy.idle_poll
         if due is not None:
             wait = max(0.0, min(wait, due - self._clock()))
@@ -117,10 +146,16 @@ class Dispatcher:
 
     async def _send_one(self, message: OutboundMessage) -> None:
         provider = self._providers.get(message.provider)
+        policy = self.policy_for(message.provider)
         bound = log.bind(
             message_id=message.id, rule=message.rule, to=mask_number(message.to),
             provider=message.provider, linkedid=message.call_linkedid, attempt=message.attempts,
         )
+        deadline = policy.deadline(message)
+        if deadline is not None and self._clock() >= deadline:
+            reason = f"older than max_age {policy.max_age:g}s; never sent"
+            await self._bury(message, reason, bound, outcome="expired")
+            return
         if provider is None:
             await self._store.finish(
                 message.id, MessageState.FAILED, self._clock(), outcome="no_provider",
@@ -135,41 +170,78 @@ class Dispatcher:
             bound.exception("sms.provider_error")
             result = SendResult(SendStatus.AMBIGUOUS, detail=f"{type(exc).__name__}: {exc}")
         latency = round(time.monotonic() - started, 3)
-        await self._record(message, result, bound.bind(latency=latency))
+        await self._record(message, result, policy, bound.bind(latency=latency))
         self._on_progress()
 
     async def _record(
-        self, message: OutboundMessage, result: SendResult, bound: structlog.BoundLogger
+        self, message: OutboundMessage, result: SendResult, policy: RetryPolicy,
+        bound: structlog.BoundLogger,
     ) -> None:
         now = self._clock()
-        store, policy = self._store, self._policy
         status = result.status
         if status is SendStatus.ACCEPTED:
-            self.sent += 1
-            await store.finish(message.id, MessageState.SENT, now, outcome=status.value,
-                               provider_id=result.provider_id)
+            self._sent += 1
+            await self._store.finish(message.id, MessageState.SENT, now, outcome=status.value,
+                                     provider_id=result.provider_id)
             bound.info("sms.sent", provider_id=result.provider_id)
         elif status is SendStatus.REJECTED:
-            await store.finish(message.id, MessageState.FAILED, now, outcome=status.value,
-                               reason=result.detail, error_code=result.error_code)
+            await self._store.finish(message.id, MessageState.FAILED, now, outcome=status.value,
+                                     reason=result.detail, error_code=result.error_code)
             bound.warning("sms.failed", error_code=result.error_code, reason=result.detail)
         elif status is SendStatus.AMBIGUOUS:
-            # The provider may have accepted it; resending could text the customer twice.
-            await store.finish(message.id, MessageState.UNKNOWN, now, outcome=status.value,
-                               reason=result.detail, error_code=result.error_code)
-            bound.warning("sms.unknown", error_code=result.error_code, reason=result.detail)
-        elif message.attempts >= policy.max_attempts:
-            reason = f"retry budget of {policy.max_attempts} attempts spent: {result.detail}"
-            await store.finish(message.id, MessageState.DEAD, now, outcome=status.value,
-                               reason=reason, error_code=result.error_code)
-            bound.error("sms.dead", reason=reason)
+            # The provider may have accepted it: a resend could text the customer twice, so
+            # its records are checked first, once they have settled.
+            lookup_at = now + policy.lookup_settle
+            if not await self._store.mark_unknown(
+                message.id, now, outcome=status.value, lookup_at=lookup_at,
+                reason=result.detail, error_code=result.error_code,
+            ):
+                bound.error("outbox.state_conflict", expected="sending", outcome=status.value)
+            bound.warning("sms.unknown", error_code=result.error_code, reason=result.detail,
+                          lookup_in=policy.lookup_settle)
         else:
-            if status is SendStatus.THROTTLED:
-                delay = result.retry_after if result.retry_after is not None else (
-                    policy.throttle_delay)
-            else:
-                delay = policy.backoff(message.attempts, self._rng)
-            await store.finish(message.id, MessageState.PENDING, now, outcome=status.value,
-                               reason=result.detail, error_code=result.error_code,
-                               send_at=now + delay)
+            await self._retry_later(message, result, policy, bound)
+
+    async def _retry_later(
+        self, message: OutboundMessage, result: SendResult, policy: RetryPolicy,
+        bound: structlog.BoundLogger,
+    ) -> None:
+        """THROTTLED or TRANSIENT: the provider did not take it; retry within budget and age."""
+        now = self._clock()
+        status = result.status
+        if status is SendStatus.THROTTLED and result.retry_after is not None:
+            delay = result.retry_after
+        elif status is SendStatus.THROTTLED:
+            delay = policy.throttle_delay
+        else:
+            delay = policy.backoff(message.attempts, self._rng)
+        deadline = policy.deadline(message)
+        if message.attempts >= policy.max_attempts:
+            reason = f"retry budget of {policy.max_attempts} attempts spent: {result.detail}"
+        elif deadline is not None and now + delay > deadline:
+            reason = f"next try would pass max_age {policy.max_age:g}s: {result.detail}"
+        else:
+            await self._store.finish(
+                message.id, MessageState.PENDING, now, outcome=status.value,
+                reason=result.detail, error_code=result.error_code, send_at=now + delay,
+            )
             bound.info("sms.retry_scheduled", status=status.value, delay=round(delay, 2))
+            return
+        await self._bury(message, reason, bound, outcome=status.value,
+                         error_code=result.error_code)
+
+    async def _bury(
+        self, message: OutboundMessage, reason: str, bound: structlog.BoundLogger, *,
+        outcome: str, error_code: str | None = None,
+    ) -> None:
+        """`dead`: counted and logged once; never sent again."""
+        await self._store.finish(message.id, MessageState.DEAD, self._clock(), outcome=outcome,
+                                 reason=reason, error_code=error_code)
+        self._dead += 1
+        bound.error("sms.dead", reason=reason)
+
+
+def sender_settings(cfg: Config) -> tuple[dict[str, float], dict[str, RetryPolicy]]:
+    """Each provider's pacing (messages per second; none for console) and retry policy."""
+    rates = {name: p.rate for name, p in cfg.providers.items() if p.kind != "console"}
+    return rates, {name: p.retry for name, p in cfg.providers.items()}

@@ -14,71 +14,7 @@ from typing import Any
 import aiosqlite
 
 from hangupsms.models import CompletedCall, MessageState, OutboundMessage, PlannedMessage
-
-# Each entry moves the schema from version i to i+1. Never edit a released entry: append.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE calls (
-        id INTEGER PRIMARY KEY,
-        pbx TEXT NOT NULL,
-        linkedid TEXT NOT NULL,
-        direction TEXT NOT NULL,
-        customer_number TEXT NOT NULL,
-        customer_e164 TEXT,
-        customer_name TEXT NOT NULL,
-        did TEXT,
-        queue TEXT,
-        answered INTEGER NOT NULL,
-        disposition TEXT NOT NULL,
-        agent_id TEXT,
-        agent_name TEXT,
-        talk_seconds INTEGER NOT NULL,
-        wait_seconds INTEGER NOT NULL,
-        variables TEXT NOT NULL,
-        facts TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL NOT NULL,
-        end_reason TEXT NOT NULL,
-        recorded_at REAL NOT NULL,
-        UNIQUE (pbx, linkedid)
-    );
-    CREATE INDEX calls_customer ON calls (customer_e164);
-    CREATE INDEX calls_ended ON calls (ended_at);
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        call_id INTEGER NOT NULL REFERENCES calls (id),
-        rule TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        to_number TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        template TEXT NOT NULL,
-        body TEXT,
-        encoding TEXT,
-        segments INTEGER,
-        state TEXT NOT NULL,
-        reason TEXT,
-        provider_id TEXT,
-        error_code TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        send_at REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        UNIQUE (call_id, rule, to_number)
-    );
-    CREATE INDEX messages_due ON messages (state, send_at);
-    CREATE INDEX messages_to ON messages (to_number);
-    CREATE TABLE attempts (
-        id INTEGER PRIMARY KEY,
-        message_id INTEGER NOT NULL REFERENCES messages (id),
-        at REAL NOT NULL,
-        outcome TEXT NOT NULL,
-        error_code TEXT,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX attempts_message ON attempts (message_id);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -103,6 +39,29 @@ class MessageRow:
     attempts: int
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One recorded outcome of a message: a send attempt or a provider lookup."""
+
+    at: float
+    outcome: str
+    error_code: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookupClaim:
+    """An `unknown` message claimed for a provider lookup (now in state `checking`)."""
+
+    message: OutboundMessage
+    attempt_started_at: float  # the lookup searches the provider's records from here
+    settle_from: float  # a "not found" proves nothing until the provider's records settle
+    lookups: int  # inconclusive lookups so far
+
+
+_INTERRUPTED = "interrupted while sending; the provider is checked before any resend"
 
 
 class Store:
@@ -219,21 +178,38 @@ class Store:
         """Move due `pending` messages to `sending` (oldest first) and return them."""
         async with self._transaction() as db:
             async with db.execute(
-                "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_at = ?"
+                "UPDATE messages SET state = 'sending', attempts = attempts + 1,"
+                " attempt_started_at = ?, settle_from = NULL, lookups = 0, updated_at = ?"
                 " WHERE id IN (SELECT id FROM messages WHERE state = 'pending' AND send_at <= ?"
                 " ORDER BY send_at, id LIMIT ?)"
-                " RETURNING id, to_number, body, provider, call_id, rule, attempts",
+                " RETURNING id, to_number, body, provider, call_id, rule, attempts, created_at",
+                (now, now, now, limit),
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            calls = await self._call_keys([row["call_id"] for row in rows])
+        rows.sort(key=lambda row: int(row["id"]))
+        return [_outbound(row, calls) for row in rows]
+
+    async def claim_unknown_due(self, now: float, limit: int = 50) -> list[LookupClaim]:
+        """Move `unknown` messages whose lookup is due to `checking` (oldest first)."""
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE messages SET state = 'checking', updated_at = ? WHERE id IN"
+                " (SELECT id FROM messages WHERE state = 'unknown' AND settle_from IS NOT NULL"
+                " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
+                " RETURNING id, to_number, body, provider, call_id, rule, attempts, created_at,"
+                " attempt_started_at, settle_from, lookups",
                 (now, now, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
             calls = await self._call_keys([row["call_id"] for row in rows])
         rows.sort(key=lambda row: int(row["id"]))
         return [
-            OutboundMessage(
-                id=row["id"], to=row["to_number"], body=row["body"] or "",
-                provider=row["provider"], call_pbx=calls[row["call_id"]][0],
-                call_linkedid=calls[row["call_id"]][1], rule=row["rule"],
-                attempts=row["attempts"],
+            LookupClaim(
+                message=_outbound(row, calls),
+                # A row without a claim time (never expected) searches from its creation.
+                attempt_started_at=float(row["attempt_started_at"] or row["created_at"]),
+                settle_from=float(row["settle_from"]), lookups=int(row["lookups"]),
             )
             for row in rows
         ]
@@ -266,6 +242,94 @@ class Store:
                 (message_id, now, outcome, error_code, reason or ""),
             )
 
+    async def mark_unknown(
+        self, message_id: int, now: float, *, outcome: str, lookup_at: float,
+        reason: str | None = None, error_code: str | None = None,
+    ) -> bool:
+        """A send may have reached the provider: `unknown`, with a lookup due at `lookup_at`.
+
+        False (nothing written) when the message was not `sending`.
+        """
+        return await self._transition(
+            message_id, now, "sending",
+            "state = 'unknown', reason = ?, error_code = ?, send_at = ?, settle_from = ?,"
+            " lookups = 0",
+            (reason, error_code, lookup_at, now), outcome=outcome, error_code=error_code,
+            detail=reason,
+        )
+
+    async def finish_lookup(
+        self, message_id: int, state: MessageState, now: float, *, outcome: str,
+        reason: str | None = None, provider_id: str | None = None,
+        send_at: float | None = None, lookups: int | None = None,
+    ) -> bool:
+        """Record a lookup's outcome for a `checking` message and move it to `state`.
+
+        `send_at` is when the next send (`pending`) or lookup (`unknown`) is due; an
+        `unknown` message given no `send_at` gets no further lookup: a human decides.
+        False (nothing written) when the message was not `checking`.
+        """
+        # settle_from is set exactly while a lookup is scheduled or in flight.
+        no_lookup = state is not MessageState.UNKNOWN or send_at is None
+        return await self._transition(
+            message_id, now, "checking",
+            "state = ?, reason = ?, provider_id = COALESCE(?, provider_id),"
+            " send_at = COALESCE(?, send_at), lookups = COALESCE(?, lookups),"
+            " settle_from = CASE WHEN ? THEN NULL ELSE settle_from END",
+            (state.value, reason, provider_id, send_at, lookups, no_lookup),
+            outcome=outcome, error_code=None, detail=reason,
+        )
+
+    async def _transition(
+        self, message_id: int, now: float, from_state: str, assignments: str,
+        params: Sequence[Any], *, outcome: str, error_code: str | None, detail: str | None,
+    ) -> bool:
+        """UPDATE one message if it is in `from_state` and record the attempt row with it."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                # `assignments` is always a fixed string from this module; values are bound.
+                f"UPDATE messages SET {assignments}, updated_at = ?"  # noqa: S608
+                " WHERE id = ? AND state = ?",
+                (*params, now, message_id, from_state),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await db.execute(
+                "INSERT INTO attempts (message_id, at, outcome, error_code, detail)"
+                " VALUES (?,?,?,?,?)",
+                (message_id, now, outcome, error_code, detail or ""),
+            )
+        return True
+
+    async def release_lookups(self, message_ids: Sequence[int], now: float) -> None:
+        """Put claimed but unchecked messages back to `unknown` (the sender is stopping)."""
+        if not message_ids:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE messages SET state = 'unknown', updated_at = ?"
+                " WHERE id = ? AND state = 'checking'",
+                [(now, message_id) for message_id in message_ids],
+            )
+
+    async def known_provider_ids(self, to_number: str, *, besides: int) -> frozenset[str]:
+        """Provider ids already recorded for our other messages to `to_number`."""
+        async with self._db.execute(
+            "SELECT provider_id FROM messages WHERE to_number = ? AND id != ?"
+            " AND provider_id IS NOT NULL",
+            (to_number, besides),
+        ) as cursor:
+            return frozenset(str(row[0]) for row in await cursor.fetchall())
+
+    async def attempts(self, message_id: int) -> list[AttemptRow]:
+        """Every recorded send attempt and lookup of a message, oldest first."""
+        async with self._db.execute(
+            "SELECT at, outcome, error_code, detail FROM attempts WHERE message_id = ?"
+            " ORDER BY at, id",
+            (message_id,),
+        ) as cursor:
+            return [AttemptRow(**dict(row)) for row in await cursor.fetchall()]
+
     async def release(self, message_ids: Sequence[int], now: float) -> None:
         """Put claimed but unsent messages back to `pending` (the sender is stopping)."""
         if not message_ids:
@@ -278,20 +342,52 @@ class Store:
             )
 
     async def recover_interrupted(self, now: float) -> int:
-        """Rows left in `sending` by a crash may have reached the provider: mark them `unknown`."""
+        """Rows left in `sending` or `checking` by a crash: `unknown`, their lookup due now.
+
+        A send interrupted by a crash may have reached the provider: it is never resent
+        before a lookup proves it absent. The count of recovered rows is returned.
+        """
         async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE messages SET state = 'unknown',"
-                " reason = 'interrupted while sending; not resent to avoid a duplicate',"
-                " updated_at = ? WHERE state = 'sending'",
-                (now,),
+            await db.execute(
+                "INSERT INTO attempts (message_id, at, outcome, detail)"
+                " SELECT id, ?, 'interrupted', ? FROM messages WHERE state = 'sending'",
+                (now, _INTERRUPTED),
             )
-        return cursor.rowcount
+            sending = await db.execute(
+                "UPDATE messages SET state = 'unknown', reason = ?,"
+                " attempt_started_at = COALESCE(attempt_started_at, updated_at),"
+                " settle_from = ?, lookups = 0, send_at = ?, updated_at = ?"
+                " WHERE state = 'sending'",
+                (_INTERRUPTED, now, now, now),
+            )
+            # A lookup only reads the provider's records: an interrupted one is simply redone.
+            checking = await db.execute(
+                "UPDATE messages SET state = 'unknown', send_at = ?, updated_at = ?"
+                " WHERE state = 'checking'",
+                (now, now),
+            )
+        return sending.rowcount + checking.rowcount
 
     async def next_due(self) -> float | None:
         """The earliest `send_at` of a pending message, or None."""
         value = await self._scalar("SELECT MIN(send_at) FROM messages WHERE state = 'pending'")
         return None if value is None else float(value)
+
+    async def next_wakeup(self) -> float | None:
+        """The earliest time a pending message or a scheduled lookup is due, or None."""
+        value = await self._scalar(
+            "SELECT MIN(send_at) FROM messages WHERE state = 'pending'"
+            " OR (state = 'unknown' AND settle_from IS NOT NULL)"
+        )
+        return None if value is None else float(value)
+
+    async def lookups_scheduled(self) -> int:
+        """Messages whose provider lookup is due or in flight."""
+        value = await self._scalar(
+            "SELECT COUNT(*) FROM messages WHERE state = 'checking'"
+            " OR (state = 'unknown' AND settle_from IS NOT NULL)"
+        )
+        return int(value or 0)
 
     async def history(
         self, *, number: str | None = None, linkedid: str | None = None,
@@ -339,6 +435,15 @@ _HISTORY_SELECT = (
     " m.reason, m.provider_id, m.error_code, m.attempts, m.created_at, m.updated_at"
     " FROM messages m JOIN calls c ON c.id = m.call_id"
 )
+
+
+def _outbound(row: sqlite3.Row, calls: dict[int, tuple[str, str]]) -> OutboundMessage:
+    pbx, linkedid = calls[row["call_id"]]
+    return OutboundMessage(
+        id=row["id"], to=row["to_number"], body=row["body"] or "", provider=row["provider"],
+        call_pbx=pbx, call_linkedid=linkedid, rule=row["rule"], attempts=row["attempts"],
+        created_at=row["created_at"],
+    )
 
 
 _FACT_FIELDS = tuple(f.name for f in fields(CompletedCall))

@@ -92,10 +92,13 @@ def test_replay_records_then_history_and_stats_read_it(tmp_path: Path) -> None:
     assert _run("replay", "-c", str(config), str(FIXTURES / "b.ami"))[0] == EXIT_OK  # again
     code, out = _run("history", "-c", str(config), "--call", "1796413076.10")
     assert code == EXIT_OK
-    lines = out.strip().splitlines()
+    lines = [line for line in out.strip().splitlines() if not line.startswith(" ")]
+    attempts = [line.strip() for line in out.strip().splitlines() if line.startswith(" ")]
     assert len(lines) == 2  # replaying the same call twice created nothing new
     assert any("missed-alert -> +447700900777 [sent]" in line for line in lines)
     assert any("missed -> 13800138000 [skipped (customer number" in line for line in lines)
+    # Each message shows its attempts: one accepted send for the sent one, none for the other.
+    assert len(attempts) == 1 and attempts[0].endswith(" accepted")
     code, out = _run("stats", "-c", str(config))
     assert (code, out.splitlines()) == (EXIT_OK, ["sent: 1", "skipped: 1", "total: 2"])
 

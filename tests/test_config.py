@@ -462,3 +462,22 @@ def test_dollar_before_a_jinja_expression_needs_the_escape() -> None:
     assert "$${" in error.message
     text = BASE.replace('"Thanks {{ customer_name }}"', '"Total $${{ customer_name }}"')
     assert parse_config(text, environ={}).templates["thanks"].text == "Total ${{ customer_name }}"
+
+
+def test_retry_keys_under_a_provider_make_its_retry_policy() -> None:
+    text = BASE.replace(
+        '    from: "+447700900000"\n',
+        '    from: "+447700900000"\n    max_attempts: 3\n    lookup_settle: 5\n'
+        "    max_age: 3600\n    lookup_limit: 20\n",
+    )
+    provider = parse_config(text, "test.yaml", environ={}).providers["twilio"]
+    assert (provider.retry.max_attempts, provider.retry.lookup_settle) == (3, 5.0)
+    assert (provider.retry.max_age, provider.lookup_limit) == (3600.0, 20)
+    assert provider.retry.max_delay == 300.0  # untouched keys keep their defaults
+
+
+def test_a_retry_budget_of_zero_is_refused_with_its_key() -> None:
+    changed, error = broken('    from: "+447700900000"\n',
+                            '    from: "+447700900000"\n    max_attempts: 0\n')
+    assert error.path == "providers.twilio.max_attempts"
+    assert error.line == line_of(changed, "max_attempts")

@@ -18,7 +18,8 @@ from hangupsms.models import (
     PlannedMessage,
     RenderedText,
 )
-from hangupsms.store import SCHEMA_VERSION, Store, StoreError
+from hangupsms.schema import SCHEMA_VERSION
+from hangupsms.store import Store, StoreError
 
 
 def _call(linkedid: str = "1796413068.0") -> CompletedCall:

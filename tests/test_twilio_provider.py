@@ -3,35 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from hangupsms.config import ProviderConfig
-from hangupsms.models import OutboundMessage, SendStatus
+from hangupsms.models import LookupResult, LookupStatus, OutboundMessage, SendStatus
 from hangupsms.providers.twilio import TwilioProvider
-from tests.faketwilio import FakeTwilio, Scripted
+from tests.faketwilio import FakeClock, FakeTwilio, Scripted
 
 SID = "AC" + "1" * 32
 TOKEN = "secret-token"
 
 
+FROM = "+447700900000"
+SERVICE = "MG" + "2" * 32
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTwilio]:
-    server = await FakeTwilio(SID, TOKEN).start()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def fake(clock: FakeClock) -> AsyncIterator[FakeTwilio]:
+    server = await FakeTwilio(SID, TOKEN, clock=clock).start()
     yield server
     await server.stop()
 
 
-def _provider(fake: FakeTwilio, *, timeout: float = 5.0, service: str = "") -> TwilioProvider:
+def _provider(
+    fake: FakeTwilio, *, timeout: float = 5.0, service: str = "", lookup_limit: int = 100
+) -> TwilioProvider:
     cfg = ProviderConfig(
         name="twilio", kind="twilio", account_sid=SID, auth_token=TOKEN,
-        from_="" if service else "+447700900000", messaging_service_sid=service,
+        from_="" if service else FROM, messaging_service_sid=service,
         api_url=fake.url, timeout=timeout,
     )
-    return TwilioProvider(cfg)
+    return TwilioProvider(cfg, lookup_limit=lookup_limit)
 
 
-def _message(to: str = "+447700900123") -> OutboundMessage:
+TO = "+447700900123"
+
+
+def _message(to: str = TO) -> OutboundMessage:
     return OutboundMessage(
         id=1, to=to, body="Thanks for calling, Zoë", provider="twilio",
         call_pbx="lab", call_linkedid="1.0", rule="thanks",
@@ -52,14 +67,14 @@ async def test_accepted_message_reaches_the_fake_with_sid(fake: FakeTwilio) -> N
 
 
 async def test_messaging_service_sid_replaces_from(fake: FakeTwilio) -> None:
-    provider = _provider(fake, service="MG" + "2" * 32)
+    provider = _provider(fake, service=SERVICE)
     try:
         result = await provider.send(_message())
     finally:
         await provider.close()
     assert result.status is SendStatus.ACCEPTED
     assert fake.accepted[0].from_ == ""
-    assert fake.accepted[0].messaging_service_sid == "MG" + "2" * 32
+    assert fake.accepted[0].messaging_service_sid == SERVICE
 
 
 @pytest.mark.parametrize(
@@ -122,3 +137,96 @@ async def test_wrong_credentials_are_rejected_not_retried(fake: FakeTwilio) -> N
         await provider.close()
     assert result.status is SendStatus.REJECTED
     assert result.error_code == "20003"
+
+
+async def _lookup(
+    fake: FakeTwilio, since: float, *, exclude: frozenset[str] = frozenset(), **kwargs: Any
+) -> LookupResult:
+    provider = _provider(fake, **kwargs)
+    try:
+        return await provider.lookup(_message(), since, exclude=exclude)
+    finally:
+        await provider.close()
+
+
+async def test_lookup_finds_our_message_by_body_and_sender(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    since = clock()
+    fake.inject(TO, _message().body, from_="+447700900999")  # another sender of the account
+    ours = fake.inject(TO, _message().body, from_=FROM)
+    result = await _lookup(fake, since)
+    assert (result.status, result.provider_id) == (LookupStatus.FOUND, ours.sid)
+    assert fake.requests == 0  # a lookup never creates
+
+
+async def test_lookup_matches_a_messaging_service_by_its_sid(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    since = clock()
+    ours = fake.inject(TO, _message().body, from_="+447700900555", messaging_service_sid=SERVICE)
+    result = await _lookup(fake, since, service=SERVICE)
+    assert (result.status, result.provider_id) == (LookupStatus.FOUND, ours.sid)
+
+
+async def test_lookup_ignores_known_ids_older_messages_and_other_senders(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    fake.inject(TO, _message().body, from_=FROM, created=clock() - 61)
+    known = fake.inject(TO, _message().body, from_=FROM)
+    fake.inject(TO, "Another company's reminder", from_="+447700900999")
+    fake.inject("+447700900456", _message().body, from_=FROM)
+    result = await _lookup(fake, clock() - 60, exclude=frozenset({known.sid}))
+    assert result == LookupResult(
+        LookupStatus.NOT_FOUND, detail="no such message since the attempt"
+    )
+
+
+async def test_lookup_cannot_prove_absence_past_another_text_from_our_sender(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    since = clock()
+    fake.inject(TO, "Your engineer arrives at 10:00.", from_=FROM)
+    result = await _lookup(fake, since)
+    assert result.status is LookupStatus.UNAVAILABLE
+    assert "cannot prove ours absent" in result.detail
+
+
+async def test_lookup_finds_a_message_still_queued_without_date_sent(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    since = clock()
+    fake.script.append(Scripted(status=500, accept=True, queued=True))
+    provider = _provider(fake)
+    try:
+        assert (await provider.send(_message())).status is SendStatus.AMBIGUOUS
+        result = await provider.lookup(_message(), since)
+    finally:
+        await provider.close()
+    assert (result.status, result.provider_id) == (LookupStatus.FOUND, fake.accepted[0].sid)
+    assert fake.lists == 2  # the DateSent-filtered list leaves it out; the newest list has it
+
+
+async def test_lookup_past_its_limit_cannot_prove_absence(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    for hour in range(3):
+        fake.inject(TO, f"Reminder {hour}", from_=FROM, created=clock() - 3_600 * (hour + 1))
+    result = await _lookup(fake, clock(), lookup_limit=2)
+    assert result.status is LookupStatus.UNAVAILABLE
+    assert result.detail.startswith("more than 2 messages to this number since ")
+
+
+async def test_lookup_errors_are_unavailable_not_absence(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    fake.list_script.append(Scripted(status=503))
+    result = await _lookup(fake, clock())
+    assert result.status is LookupStatus.UNAVAILABLE
+    assert "HTTP 503" in result.detail
+    url = fake.url
+    await fake.stop()
+    fake.url = url
+    result = await _lookup(fake, clock())
+    assert result.status is LookupStatus.UNAVAILABLE
+    assert result.detail.startswith("lookup failed: ClientConnectorError")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol, TextIO
 
 from hangupsms.config import ProviderConfig
-from hangupsms.models import OutboundMessage, SendResult
+from hangupsms.models import LookupResult, OutboundMessage, SendResult
 
 
 class SmsProvider(Protocol):
@@ -14,6 +15,16 @@ class SmsProvider(Protocol):
     name: str
 
     async def send(self, message: OutboundMessage) -> SendResult: ...
+
+    async def lookup(
+        self, message: OutboundMessage, since: float, *, exclude: Collection[str] = ()
+    ) -> LookupResult:
+        """Whether the provider accepted `message` at or after `since` (epoch seconds).
+
+        Provider ids in `exclude` belong to our other messages and never match. NOT_FOUND
+        must mean the provider's records prove it absent; when unsure, UNAVAILABLE.
+        """
+        ...
 
     async def close(self) -> None: ...
 
@@ -27,5 +38,5 @@ def build_provider(cfg: ProviderConfig, *, console: TextIO | None = None) -> Sms
     if cfg.kind == "twilio":
         from hangupsms.providers.twilio import TwilioProvider
 
-        return TwilioProvider(cfg)
+        return TwilioProvider(cfg, lookup_limit=cfg.lookup_limit)
     raise ValueError(f"unknown provider kind {cfg.kind!r}")

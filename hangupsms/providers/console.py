@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from typing import TextIO
 
-from hangupsms.models import OutboundMessage, SendResult, SendStatus
+from hangupsms.models import (
+    LookupResult,
+    LookupStatus,
+    OutboundMessage,
+    SendResult,
+    SendStatus,
+)
 
 
 class ConsoleProvider:
@@ -22,6 +29,13 @@ class ConsoleProvider:
         out.write(f"SMS to {message.to} [{message.rule}]: {message.body}\n")
         out.flush()
         return SendResult(SendStatus.ACCEPTED, provider_id=f"console-{message.id}")
+
+    async def lookup(
+        self, message: OutboundMessage, since: float, *, exclude: Collection[str] = ()
+    ) -> LookupResult:
+        # send() never answers AMBIGUOUS; only a crash mid-print leaves one to check, and
+        # printing it again is the right outcome for a console.
+        return LookupResult(LookupStatus.NOT_FOUND, detail="the console keeps no records")
 
     async def close(self) -> None:
         return None

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from hangupsms.config import ProviderConfig
-from hangupsms.models import OutboundMessage, SendResult, SendStatus
+from hangupsms.models import (
+    LookupResult,
+    LookupStatus,
+    OutboundMessage,
+    SendResult,
+    SendStatus,
+)
 
 # Error codes that can never succeed on retry (https://www.twilio.com/docs/api/errors):
 # 21211 invalid 'To', 21610 recipient replied STOP, 21408 region not enabled, 21614 not mobile.
 NEVER_RETRY = frozenset({21211, 21610, 21408, 21614, 21612})
 THROTTLE_CODES = frozenset({20429, 14107})
+LOOKUP_LIMIT = 100  # messages to one number per listing; more and absence cannot be proved
 
 
 class _BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -54,9 +64,10 @@ class _BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 class TwilioProvider:
     """Sends with Messages.create; classifies every failure once (see `classify_rest_error`)."""
 
-    def __init__(self, cfg: ProviderConfig) -> None:
+    def __init__(self, cfg: ProviderConfig, *, lookup_limit: int = LOOKUP_LIMIT) -> None:
         self.name = cfg.name
         self._cfg = cfg
+        self._lookup_limit = lookup_limit
         self._http = _BoundedHttpClient(cfg.timeout, cfg.api_url)
         self._client = Client(cfg.account_sid, cfg.auth_token, http_client=self._http)
 
@@ -79,8 +90,97 @@ class TwilioProvider:
             return SendResult(SendStatus.AMBIGUOUS, detail=f"{type(exc).__name__}: {exc}")
         return SendResult(SendStatus.ACCEPTED, provider_id=str(created.sid))
 
+    async def lookup(
+        self, message: OutboundMessage, since: float, *, exclude: Collection[str] = ()
+    ) -> LookupResult:
+        """Search Twilio's records of messages to `message.to` for this one (see `match_listed`)."""
+        day = datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d")
+        messages = self._client.messages
+        try:
+            # Twilio filters DateSent by GMT day (a superset, narrowed by date_created below).
+            dated = await messages.list_async(
+                to=message.to, date_sent_after=day, limit=self._lookup_limit + 1
+            )
+            # A message still queued has no date_sent yet, so a DateSent filter can leave it
+            # out; the newest messages to the number (undated) cover it.
+            recent = await messages.list_async(to=message.to, limit=self._lookup_limit)
+        except TwilioRestException as exc:
+            detail = f"lookup failed: HTTP {exc.status} code {exc.code}: {exc.msg}"
+            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        except TwilioException as exc:
+            # A list page that is not 200 raises the base class, the response attached.
+            status = getattr(exc.args[-1] if exc.args else None, "status_code", "?")
+            detail = f"lookup failed: HTTP {status}: {exc.args[0] if exc.args else exc}"
+            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        except TimeoutError:
+            detail = f"lookup got no answer within {self._cfg.timeout}s"
+            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        except (aiohttp.ClientError, OSError) as exc:
+            detail = f"lookup failed: {type(exc).__name__}: {exc}"
+            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        if len(dated) > self._lookup_limit:
+            detail = f"more than {self._lookup_limit} messages to this number since {day}"
+            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        listed = {str(m.sid): _listed(m) for m in [*dated, *recent]}
+        return match_listed(
+            message.body, since, listed.values(), exclude=exclude, from_=self._cfg.from_,
+            messaging_service_sid=self._cfg.messaging_service_sid,
+        )
+
     async def close(self) -> None:
         await self._http.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMessage:
+    """One message of Twilio's list, reduced to what a lookup compares."""
+
+    sid: str
+    body: str
+    from_: str
+    messaging_service_sid: str
+    created: float | None  # epoch seconds (Twilio's clock, whole seconds)
+    status: str
+
+
+def match_listed(
+    body: str, since: float, listed: Iterable[ListedMessage], *, exclude: Collection[str],
+    from_: str, messaging_service_sid: str,
+) -> LookupResult:
+    """Decide whether Twilio's list of messages to one number holds ours.
+
+    Candidates are messages from our sender (the messaging service when one is configured,
+    else our `from`) created at or after `since`, other than our other messages' ids. One
+    with our exact body is ours: FOUND (the oldest, so repeated lookups agree). Candidates
+    that differ (another system, or another of our messages still unresolved) leave the
+    answer open: UNAVAILABLE, never NOT_FOUND, since a resend could be a duplicate.
+    """
+    candidates = [
+        m for m in listed
+        if m.sid not in exclude
+        and (m.created is None or m.created >= since)
+        and (m.messaging_service_sid == messaging_service_sid if messaging_service_sid
+             else m.from_ == from_)
+    ]
+    same = sorted((m for m in candidates if m.body == body), key=lambda m: (m.created or 0, m.sid))
+    if same:
+        return LookupResult(
+            LookupStatus.FOUND, provider_id=same[0].sid, detail=f"found, status {same[0].status}"
+        )
+    if candidates:
+        detail = (f"{len(candidates)} other message(s) from our sender to this number since the"
+                  " attempt; cannot prove ours absent")
+        return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+    return LookupResult(LookupStatus.NOT_FOUND, detail="no such message since the attempt")
+
+
+def _listed(instance: Any) -> ListedMessage:
+    created: datetime | None = instance.date_created
+    return ListedMessage(
+        sid=str(instance.sid), body=str(instance.body or ""), from_=str(instance.from_ or ""),
+        messaging_service_sid=str(instance.messaging_service_sid or ""),
+        created=None if created is None else created.timestamp(), status=str(instance.status),
+    )
 
 
 def classify_rest_error(

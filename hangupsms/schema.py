@@ -1,0 +1,79 @@
+"""The SQLite schema as versioned migrations (PRAGMA user_version counts those applied)."""
+
+from __future__ import annotations
+
+# Each entry moves the schema from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        pbx TEXT NOT NULL,
+        linkedid TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        customer_number TEXT NOT NULL,
+        customer_e164 TEXT,
+        customer_name TEXT NOT NULL,
+        did TEXT,
+        queue TEXT,
+        answered INTEGER NOT NULL,
+        disposition TEXT NOT NULL,
+        agent_id TEXT,
+        agent_name TEXT,
+        talk_seconds INTEGER NOT NULL,
+        wait_seconds INTEGER NOT NULL,
+        variables TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        end_reason TEXT NOT NULL,
+        recorded_at REAL NOT NULL,
+        UNIQUE (pbx, linkedid)
+    );
+    CREATE INDEX calls_customer ON calls (customer_e164);
+    CREATE INDEX calls_ended ON calls (ended_at);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        call_id INTEGER NOT NULL REFERENCES calls (id),
+        rule TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        template TEXT NOT NULL,
+        body TEXT,
+        encoding TEXT,
+        segments INTEGER,
+        state TEXT NOT NULL,
+        reason TEXT,
+        provider_id TEXT,
+        error_code TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        send_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (call_id, rule, to_number)
+    );
+    CREATE INDEX messages_due ON messages (state, send_at);
+    CREATE INDEX messages_to ON messages (to_number);
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages (id),
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        error_code TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX attempts_message ON attempts (message_id);
+    """,
+    # Ambiguity and crash recovery. attempt_started_at: when the latest send attempt was
+    # claimed (a provider lookup searches from there). settle_from: for an `unknown` message,
+    # when its request could no longer be in flight; NULL means no lookup is scheduled (a
+    # human decides). lookups: inconclusive lookups since the latest attempt. A row left in
+    # `sending` by an older version was claimed at its updated_at.
+    """
+    ALTER TABLE messages ADD COLUMN attempt_started_at REAL;
+    ALTER TABLE messages ADD COLUMN settle_from REAL;
+    ALTER TABLE messages ADD COLUMN lookups INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET attempt_started_at = updated_at WHERE state = 'sending'
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
