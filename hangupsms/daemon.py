@@ -205,9 +205,13 @@ class Daemon:
 
     async def wait_drained(self) -> None:
         """Return once `drained()` holds (the demo and tests use it after a replay)."""
+        await self.wait_until(self.drained)
+
+    async def wait_until(self, condition: Callable[[], Awaitable[bool]]) -> None:
+        """Return once `condition()` holds; it is checked after every step of the pipeline."""
         while True:
             self._progress.clear()
-            if await self.drained():
+            if await condition():
                 return
             await self._progress.wait()
 

@@ -84,6 +84,9 @@ class FakeTwilio:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._released = asyncio.Event()
+        self._open = asyncio.Event()  # cleared by stall(): creates wait until resume()
+        self._open.set()
+        self.stalled = 0  # creates waiting now because of stall()
 
     async def start(self) -> FakeTwilio:
         app = web.Application()
@@ -100,8 +103,16 @@ class FakeTwilio:
 
     async def stop(self) -> None:
         self._released.set()
+        self._open.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def stall(self) -> None:
+        """From now on, hold every create unanswered (a provider outage) until resume()."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     async def wait_for(self, count: int) -> list[Received]:
         """Wait until at least `count` messages were accepted (callers bound it with a timeout)."""
@@ -132,6 +143,12 @@ class FakeTwilio:
         if not self._authorised(request) or request.match_info["sid"] != self.account_sid:
             return _error(401, 20003, "Authenticate")
         form = await request.post()
+        if not self._open.is_set():
+            async with self.arrived:
+                self.stalled += 1
+                self.arrived.notify_all()
+            await self._open.wait()
+            self.stalled -= 1
         self.log.append(("create", str(form.get("To", ""))))
         step = self.script.popleft() if self.script else Scripted()
         now = self.clock()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,50 @@ async def test_twenty_drops_during_a_replay_text_every_call_once(tmp_path: Path)
     assert len(lost) >= 20
     # After a working session the first retry is fast: well within a second.
     assert max(e["delay"] for e in lost) < 1.0
+
+
+async def test_a_stalled_provider_holds_up_no_call_and_the_backlog_drains_in_order(
+    tmp_path: Path,
+) -> None:
+    """The provider answers nothing while every call of the replay ends, then recovers."""
+    twilio = await FakeTwilio("AC00000000000000000000000000000000", "reference-token").start()
+    twilio.stall()
+    linkedids = {c["linkedid"] for calls in EXPECTED.values() for c in calls}
+    expected = sum(len(c["sent"]) for calls in EXPECTED.values() for c in calls)
+    try:
+        async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET) as server:
+            raw = yaml.safe_load(_daemon_config(tmp_path, server.port, twilio.url).read_text())
+            raw["providers"]["twilio"]["timeout"] = 600  # the stall must not time out
+            (tmp_path / "h.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+            daemon = Daemon(load_config(tmp_path / "h.yaml"))
+            runner = asyncio.create_task(daemon.run())
+            try:
+                async with asyncio.timeout(60):
+                    await server.events_done.wait()
+                    await daemon.wait_until(_all_recorded(daemon, len(linkedids)))
+                    async with twilio.arrived:
+                        await twilio.arrived.wait_for(lambda: twilio.stalled == 1)
+                    # Every call ended and was recorded while the provider hung.
+                    (connection,) = daemon.connections
+                    assert (connection.connects, connection.state.value) == (1, "ready")
+                    assert daemon.queue.dropped == 0 and daemon.queue.qsize() == 0
+                    assert daemon.pipeline is not None and daemon.pipeline.live_calls() == 0
+                    assert twilio.accepted == []
+                    twilio.resume()
+                    await daemon.wait_drained()
+            finally:
+                daemon.stop.set()
+                await runner
+    finally:
+        await twilio.stop()
+    assert len(twilio.accepted) == expected
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        sent_order = [row[0] for row in db.execute(
+            "SELECT provider_id FROM messages WHERE state = 'sent' ORDER BY id")]
+    assert sent_order == [m.sid for m in twilio.accepted]  # the backlog went out in order
+
+
+def _all_recorded(daemon: Daemon, calls: int) -> Callable[[], Awaitable[bool]]:
+    async def recorded() -> bool:
+        return daemon.pipeline is not None and daemon.pipeline.calls_recorded >= calls
+    return recorded
