@@ -421,19 +421,17 @@ class AmiConnection:
             self.connects += 1
             self._set_state(ConnState.READY)
             log.info("ami.ready", pbx=self.pbx.name, banner=self.banner, connects=self.connects)
-            survey = None
-            if self.connects > 1:
-                survey = asyncio.create_task(self._report_live_calls(),
-                                             name=f"ami-channels-{self.pbx.name}")
+            # On every login, not only reconnects: after a restart the journal may hold
+            # calls that ended while the daemon was down.
+            survey = asyncio.create_task(self._report_live_calls(),
+                                         name=f"ami-channels-{self.pbx.name}")
             try:
                 reason = await self._serve(protocol)
             finally:
-                if survey is not None:
-                    survey.cancel()
-                    await asyncio.gather(survey, return_exceptions=True)
+                survey.cancel()
+                await asyncio.gather(survey, return_exceptions=True)
             log.warning("ami.connection_lost", pbx=self.pbx.name, reason=reason)
-            self._sink(AmiEvent(self.pbx.name, DISCONNECTED_EVENT, {"Reason": reason},
-                                self._clock()))
+            self._emit(DISCONNECTED_EVENT, {"Reason": reason})
             return _Outcome.LOST
         finally:
             self._protocol = None
@@ -442,7 +440,7 @@ class AmiConnection:
                 self._set_state(ConnState.DISCONNECTED)
 
     async def _report_live_calls(self) -> None:
-        """After a reconnect: tell the consumer which calls Asterisk still has.
+        """After a login: tell the consumer which calls Asterisk still has.
 
         The answer follows, in the stream, every event sent before it, so the consumer can
         tell the calls that ended while we were away from those still going. Needs the
@@ -459,8 +457,15 @@ class AmiConnection:
                         hint="grant the manager user write=reporting")
             return
         linkedids = sorted({str(item.get("Linkedid", "")) for item in answer[1:]} - {""})
-        self._sink(AmiEvent(self.pbx.name, CHANNELS_EVENT, {"Linkedids": " ".join(linkedids)},
-                            self._clock()))
+        self._emit(CHANNELS_EVENT, {"Linkedids": " ".join(linkedids)})
+
+    def _emit(self, name: str, headers: Mapping[str, str]) -> None:
+        """Put one of the client's own `@` events into the stream; a failing sink is logged."""
+        try:
+            self._sink(AmiEvent(self.pbx.name, name, headers, self._clock()))
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("ami.sink_error", pbx=self.pbx.name, event_name=name)
 
     async def _connect(self) -> AmiStreamProtocol | None:
         loop = asyncio.get_running_loop()

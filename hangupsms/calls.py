@@ -177,6 +177,14 @@ class CallTracker:
         """How many calls are being tracked (not yet emitted)."""
         return len(self._calls)
 
+    def live_linkedids(self) -> list[str]:
+        """The Linkedids of the calls being tracked, oldest first."""
+        return list(self._calls)
+
+    def wants(self, name: str) -> bool:
+        """Whether events named `name` can change a call (the journal keeps only those)."""
+        return name in self._routes
+
     def _connection_event(self, event: AmiEvent, done: list[CompletedCall]) -> None:
         """The AMI link dropped, or came back with the list of calls Asterisk still has.
 

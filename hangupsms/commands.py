@@ -81,7 +81,7 @@ async def replay(cfg: Config, path: Path, out: TextIO, *, dry_run: bool) -> int:
         store = await Store.open(cfg.database)
         providers = {name: build_provider(p, console=out) for name, p in cfg.providers.items()}
         try:
-            pipeline = CallPipeline(cfg, store)
+            pipeline = CallPipeline(cfg, store, journal=False)
             await pipeline.record(transcript_calls(cfg, path))
             await _drain(cfg, store, providers)
             print(f"{pipeline.calls_recorded} call(s) recorded in {cfg.database}"

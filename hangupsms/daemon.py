@@ -13,8 +13,9 @@ from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config
 from hangupsms.dispatch import Dispatcher, sender_settings
+from hangupsms.journal import Journal
 from hangupsms.logs import mask_number
-from hangupsms.models import AmiEvent, CompletedCall
+from hangupsms.models import DISCONNECTED_EVENT, AmiEvent, CompletedCall
 from hangupsms.phone import check_number
 from hangupsms.planner import plan
 from hangupsms.providers import SmsProvider, build_provider
@@ -31,7 +32,7 @@ class CallPipeline:
 
     def __init__(
         self, cfg: Config, store: Store, *, on_recorded: Callable[[], None] = lambda: None,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = time.time, journal: bool = True,
     ) -> None:
         self.cfg = cfg
         self._store = store
@@ -42,10 +43,49 @@ class CallPipeline:
         self._on_recorded = on_recorded
         self._wall_clock = wall_clock
         self.calls_recorded = 0
+        self.journal = Journal(store) if journal else None
+        self._trim_due = False
 
     def feed(self, event: AmiEvent, now: float) -> list[CompletedCall]:
         tracker = self._trackers.get(event.pbx)
-        return [] if tracker is None else tracker.feed(event, now)
+        if tracker is None:
+            return []
+        if self.journal is not None and tracker.wants(event.name):
+            self.journal.add(event)
+        return tracker.feed(event, now)
+
+    async def sync_journal(self) -> None:
+        """Write buffered events; after calls were recorded, trim what no live call needs."""
+        if self.journal is None:
+            return
+        await self.journal.flush()
+        if self._trim_due:
+            self._trim_due = False
+            for name, tracker in self._trackers.items():
+                await self.journal.trim(name, tracker.live_linkedids())
+
+    async def restore(self, now: float) -> None:
+        """Resume the calls a previous run was following, from the journal.
+
+        Their ends may have come while nobody listened: each tracker is told the link was
+        down, so the first channel list after login finishes those that Asterisk no longer
+        has. A call that was already recorded is recorded once (the key is unique).
+        """
+        if self.journal is None:
+            return
+        events = await self.journal.load(now)
+        finished: list[CompletedCall] = []
+        for event in events:
+            tracker = self._trackers.get(event.pbx)
+            if tracker is not None:
+                finished += tracker.feed(event, now)
+        if finished:
+            await self.record(finished)
+        for name, tracker in self._trackers.items():
+            if tracker.live_calls():
+                tracker.feed(AmiEvent(name, DISCONNECTED_EVENT, {"Reason": "restart"}, now), now)
+        log.info("journal.restored", events=len(events), calls_live=self.live_calls(),
+                 calls_recorded=len(finished))
 
     def expire(self, now: float) -> list[CompletedCall]:
         return [call for tracker in self._trackers.values() for call in tracker.expire(now)]
@@ -80,6 +120,7 @@ class CallPipeline:
             )
         if stored:
             self._on_recorded()
+        self._trim_due = True
 
 
 class Daemon:
@@ -105,7 +146,7 @@ class Daemon:
         self.shutdown_timeout = shutdown_timeout
 
     async def run(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Run until `stop` is set; the outbox is kept, calls still live at shutdown are lost."""
+        """Run until `stop` is set; the outbox and the journal of live calls are kept."""
         store = await Store.open(self.cfg.database)
         providers = dict(self._given_providers or {})
         try:
@@ -120,6 +161,7 @@ class Daemon:
                                     on_progress=self._progress.set)
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
+            await pipeline.restore(self._clock())
             async with asyncio.TaskGroup() as group:
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
@@ -153,8 +195,10 @@ class Daemon:
         finished += pipeline.expire(now + pipeline.longest_grace())
         if finished:
             await pipeline.record(finished)
+        await pipeline.sync_journal()
         if pipeline.live_calls():
-            log.warning("daemon.live_calls_dropped", calls=pipeline.live_calls())
+            # Their events are in the journal: the next start resumes them.
+            log.info("daemon.live_calls_kept", calls=pipeline.live_calls())
         sender_stop.set()
         done, _ = await asyncio.wait({sender}, timeout=self.shutdown_timeout)
         if not done:
@@ -184,6 +228,9 @@ class Daemon:
             finished += pipeline.expire(now)
             if finished:
                 await pipeline.record(finished)
+            journal = pipeline.journal
+            if journal is not None and journal.pending and (journal.full or not self.queue.qsize()):
+                await pipeline.sync_journal()
             self._progress.set()
 
     async def _next_event(self, wait: float | None) -> AmiEvent | None:

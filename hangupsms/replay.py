@@ -279,7 +279,10 @@ class _ReplaySession:
                 for _ in range(min(server.lose_after_drop, len(server.frames) - server.cursor)):
                     server.advance()
                     server.lost_frames += 1
-                self.writer.close()  # the reader sees EOF and ends the session
+                # Half-close: the client reads everything, then sees EOF and hangs up,
+                # which ends this session. A full close here could turn into a reset
+                # (our side may hold unread bytes), and a reset loses data in flight.
+                self.writer.write_eof()
                 return
         server.events_done.set()
         server._notify()

@@ -75,5 +75,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN lookups INTEGER NOT NULL DEFAULT 0;
     UPDATE messages SET attempt_started_at = updated_at WHERE state = 'sending'
     """,
+    # The intake journal: AMI events of calls not yet recorded, so that a restart (or a
+    # crash) resumes those calls instead of losing them. Trimmed as calls are recorded.
+    """
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        pbx TEXT NOT NULL,
+        name TEXT NOT NULL,
+        headers TEXT NOT NULL
+    );
+    CREATE INDEX journal_pbx ON journal (pbx, id)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -74,7 +74,7 @@ class Store:
         self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any error, serialised across tasks."""
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -154,7 +154,7 @@ class Store:
         their reason. A replayed call changes nothing: (pbx, linkedid) and
         (call, rule, recipient) are unique.
         """
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO calls (pbx, linkedid, direction, customer_number,"
                 " customer_e164, customer_name, did, queue, answered, disposition, agent_id,"
@@ -176,7 +176,7 @@ class Store:
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:
         """Move due `pending` messages to `sending` (oldest first) and return them."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             async with db.execute(
                 "UPDATE messages SET state = 'sending', attempts = attempts + 1,"
                 " attempt_started_at = ?, settle_from = NULL, lookups = 0, updated_at = ?"
@@ -192,7 +192,7 @@ class Store:
 
     async def claim_unknown_due(self, now: float, limit: int = 50) -> list[LookupClaim]:
         """Move `unknown` messages whose lookup is due to `checking` (oldest first)."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             async with db.execute(
                 "UPDATE messages SET state = 'checking', updated_at = ? WHERE id IN"
                 " (SELECT id FROM messages WHERE state = 'unknown' AND settle_from IS NOT NULL"
@@ -230,7 +230,7 @@ class Store:
         error_code: str | None = None, send_at: float | None = None,
     ) -> None:
         """Record one attempt's outcome and move the message to `state` in one transaction."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "UPDATE messages SET state = ?, reason = ?, provider_id = COALESCE(?, provider_id),"
                 " error_code = ?, send_at = COALESCE(?, send_at), updated_at = ? WHERE id = ?",
@@ -285,7 +285,7 @@ class Store:
         params: Sequence[Any], *, outcome: str, error_code: str | None, detail: str | None,
     ) -> bool:
         """UPDATE one message if it is in `from_state` and record the attempt row with it."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             cursor = await db.execute(
                 # `assignments` is always a fixed string from this module; values are bound.
                 f"UPDATE messages SET {assignments}, updated_at = ?"  # noqa: S608
@@ -305,7 +305,7 @@ class Store:
         """Put claimed but unchecked messages back to `unknown` (the sender is stopping)."""
         if not message_ids:
             return
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.executemany(
                 "UPDATE messages SET state = 'unknown', updated_at = ?"
                 " WHERE id = ? AND state = 'checking'",
@@ -334,7 +334,7 @@ class Store:
         """Put claimed but unsent messages back to `pending` (the sender is stopping)."""
         if not message_ids:
             return
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.executemany(
                 "UPDATE messages SET state = 'pending', attempts = attempts - 1, updated_at = ?"
                 " WHERE id = ? AND state = 'sending'",
@@ -347,7 +347,7 @@ class Store:
         A send interrupted by a crash may have reached the provider: it is never resent
         before a lookup proves it absent. The count of recovered rows is returned.
         """
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "INSERT INTO attempts (message_id, at, outcome, detail)"
                 " SELECT id, ?, 'interrupted', ? FROM messages WHERE state = 'sending'",
@@ -422,6 +422,11 @@ class Store:
             "SELECT * FROM calls ORDER BY id LIMIT ?", (limit,)
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one read query (for the other tables' modules, e.g. the journal)."""
+        async with self._db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
 
     async def counts_by_state(self) -> dict[str, int]:
         async with self._db.execute(
