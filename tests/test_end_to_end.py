@@ -14,27 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hangupsms.replay import AmiReplayServer
 from tests.faketwilio import FakeTwilio
-
-FIXTURES = Path(__file__).parent / "fixtures" / "ami"
-TRANSCRIPTS = sorted(FIXTURES.glob("*.ami"))
-EXPECTED: dict[str, list[dict[str, Any]]] = yaml.safe_load(
-    (FIXTURES / "expected-messages.yaml").read_text(encoding="utf-8")
+from tests.lab import EXPECTED_MESSAGES as EXPECTED
+from tests.lab import (
+    SECRET,
+    TRANSCRIPTS,
+    USER,
+    expected_linkedids,
+    expected_sent,
+    fake_twilio,
+    lab_config,
 )
-SID = "AC00000000000000000000000000000000"
-
-
-def _reference_config(tmp_path: Path, ami_port: int, twilio_url: str) -> Path:
-    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
-    raw["pbx"][0]["port"] = ami_port
-    raw["providers"]["twilio"]["api_url"] = twilio_url
-    raw["database"] = str(tmp_path / "reference.db")
-    path = tmp_path / "reference.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
 
 
 class DaemonLog:
@@ -61,20 +53,17 @@ class DaemonLog:
 
 @pytest.fixture
 async def twilio() -> AsyncIterator[FakeTwilio]:
-    server = await FakeTwilio(SID, "reference-token").start()
-    yield server
-    await server.stop()
+    async with fake_twilio() as server:
+        yield server
 
 
 async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
     tmp_path: Path, twilio: FakeTwilio
 ) -> None:
-    linkedids = {call["linkedid"] for calls in EXPECTED.values() for call in calls}
-    expected_sent = Counter(
-        (m["to"], m["body"]) for calls in EXPECTED.values() for c in calls for m in c["sent"]
-    )
-    async with AmiReplayServer(TRANSCRIPTS, username="hangupsms", secret="labsecret") as ami:
-        config = _reference_config(tmp_path, ami.port, twilio.url)
+    linkedids = expected_linkedids()
+    wanted = expected_sent()
+    async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET) as ami:
+        config = lab_config(tmp_path, ami_port=ami.port, twilio_url=twilio.url)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "hangupsms", "run", "-c", str(config),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -89,7 +78,7 @@ async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
                     lambda _: {e["linkedid"] for e in log.events("call.completed")} >= linkedids
                 )
                 await log.until(lambda _: len(log.events("sms.sent")) >= sum(
-                    expected_sent.values()))
+                    wanted.values()))
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
@@ -97,7 +86,7 @@ async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
             await log.until(lambda _: bool(log.events("daemon.stopped")))
             returncode = await process.wait()
     assert returncode == 0
-    assert Counter((m.to, m.body) for m in twilio.accepted) == expected_sent
+    assert Counter((m.to, m.body) for m in twilio.accepted) == wanted
     assert not [e for e in log.lines if e.get("level") in ("error", "critical")]
     _assert_database(tmp_path / "reference.db", linkedids)
 

@@ -7,26 +7,28 @@ import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
 from structlog.testing import capture_logs
 
 from hangupsms.ami import AmiConnection, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
-from hangupsms.config import PbxConfig, load_config
+from hangupsms.config import PbxConfig
 from hangupsms.daemon import Daemon
 from hangupsms.frames import event_frames
 from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent, CompletedCall, EndReason
 from hangupsms.replay import AmiReplayServer
-from tests.faketwilio import FakeTwilio
-from tests.test_calls import BY_NAME, FIXTURES, assert_facts, load
-
-TRANSCRIPTS = sorted(FIXTURES.glob("*.ami"))
-EXPECTED: dict[str, list[dict[str, Any]]] = yaml.safe_load(
-    (FIXTURES / "expected-messages.yaml").read_text(encoding="utf-8")
+from tests.lab import (
+    SECRET,
+    TRANSCRIPTS,
+    USER,
+    expected_linkedids,
+    expected_sent,
+    fake_twilio,
+    lab_config,
+    running_daemon,
 )
-USER, SECRET = "hangupsms", "labsecret"
+from tests.test_calls import BY_NAME, assert_facts, load
+
 SETTINGS = TrackerSettings.from_pbx(PbxConfig(name="lab"))
 
 
@@ -99,45 +101,26 @@ async def test_events_lost_during_drops_never_yield_a_call_twice() -> None:
     assert server.lost_frames > 0
     linkedids = Counter(call.linkedid for call in calls)
     assert max(linkedids.values()) == 1
-    started = {c["linkedid"] for calls_ in EXPECTED.values() for c in calls_}
-    assert set(linkedids) <= started
+    assert set(linkedids) <= expected_linkedids()
     complete = [c for c in calls if c.end_reason is EndReason.LINKEDID_END]
     assert complete, "some calls must have had all their events delivered"
 
 
-def _daemon_config(tmp_path: Path, ami_port: int, twilio_url: str) -> Path:
-    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
-    raw["pbx"][0].update(port=ami_port, reconnect_min=0.05, reconnect_max=0.5)
-    raw["providers"]["twilio"].update(api_url=twilio_url, rate=100)
-    raw["database"] = str(tmp_path / "h.db")
-    path = tmp_path / "h.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
+_FAST_RECONNECT = {"reconnect_min": 0.05, "reconnect_max": 0.5}
 
 
 async def test_twenty_drops_during_a_replay_text_every_call_once(tmp_path: Path) -> None:
-    expected = Counter(
-        (m["to"], m["body"]) for calls in EXPECTED.values() for c in calls for m in c["sent"]
-    )
-    twilio = await FakeTwilio("AC00000000000000000000000000000000", "reference-token").start()
-    try:
-        async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET,
-                                   drop_after_frames=55) as server:
-            cfg = load_config(_daemon_config(tmp_path, server.port, twilio.url))
-            daemon = Daemon(cfg)
-            with capture_logs() as logs:
-                runner = asyncio.create_task(daemon.run())
-                try:
-                    async with asyncio.timeout(60):
-                        await server.events_done.wait()
-                        await daemon.wait_drained()
-                finally:
-                    daemon.stop.set()
-                    await runner
-    finally:
-        await twilio.stop()
+    async with fake_twilio() as twilio, AmiReplayServer(
+        TRANSCRIPTS, username=USER, secret=SECRET, drop_after_frames=55
+    ) as server:
+        config = lab_config(tmp_path, ami_port=server.port, twilio_url=twilio.url,
+                            pbx=_FAST_RECONNECT, twilio={"rate": 100})
+        with capture_logs() as logs:
+            async with running_daemon(config) as daemon, asyncio.timeout(60):
+                await server.events_done.wait()
+                await daemon.wait_drained()
     assert server.connections >= 21  # 20 drops at least
-    assert Counter((m.to, m.body) for m in twilio.accepted) == expected
+    assert Counter((m.to, m.body) for m in twilio.accepted) == expected_sent()
     lost = [e for e in logs if e["event"] == "ami.reconnect_scheduled" and e["after"] == "lost"]
     assert len(lost) >= 20
     # After a working session the first retry is fast: well within a second.
@@ -148,37 +131,27 @@ async def test_a_stalled_provider_holds_up_no_call_and_the_backlog_drains_in_ord
     tmp_path: Path,
 ) -> None:
     """The provider answers nothing while every call of the replay ends, then recovers."""
-    twilio = await FakeTwilio("AC00000000000000000000000000000000", "reference-token").start()
-    twilio.stall()
-    linkedids = {c["linkedid"] for calls in EXPECTED.values() for c in calls}
-    expected = sum(len(c["sent"]) for calls in EXPECTED.values() for c in calls)
-    try:
-        async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET) as server:
-            raw = yaml.safe_load(_daemon_config(tmp_path, server.port, twilio.url).read_text())
-            raw["providers"]["twilio"]["timeout"] = 600  # the stall must not time out
-            (tmp_path / "h.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-            daemon = Daemon(load_config(tmp_path / "h.yaml"))
-            runner = asyncio.create_task(daemon.run())
-            try:
-                async with asyncio.timeout(60):
-                    await server.events_done.wait()
-                    await daemon.wait_until(_all_recorded(daemon, len(linkedids)))
-                    async with twilio.arrived:
-                        await twilio.arrived.wait_for(lambda: twilio.stalled == 1)
-                    # Every call ended and was recorded while the provider hung.
-                    (connection,) = daemon.connections
-                    assert (connection.connects, connection.state.value) == (1, "ready")
-                    assert daemon.queue.dropped == 0 and daemon.queue.qsize() == 0
-                    assert daemon.pipeline is not None and daemon.pipeline.live_calls() == 0
-                    assert twilio.accepted == []
-                    twilio.resume()
-                    await daemon.wait_drained()
-            finally:
-                daemon.stop.set()
-                await runner
-    finally:
-        await twilio.stop()
-    assert len(twilio.accepted) == expected
+    async with fake_twilio() as twilio, AmiReplayServer(
+        TRANSCRIPTS, username=USER, secret=SECRET
+    ) as server:
+        twilio.stall()
+        # The stall must not time out: a timeout would make the message ambiguous.
+        config = lab_config(tmp_path, ami_port=server.port, twilio_url=twilio.url,
+                            pbx=_FAST_RECONNECT, twilio={"rate": 100, "timeout": 600})
+        async with running_daemon(config) as daemon, asyncio.timeout(60):
+            await server.events_done.wait()
+            await daemon.wait_until(_all_recorded(daemon, len(expected_linkedids())))
+            async with twilio.arrived:
+                await twilio.arrived.wait_for(lambda: twilio.stalled == 1)
+            # Every call ended and was recorded while the provider hung.
+            (connection,) = daemon.connections
+            assert (connection.connects, connection.state.value) == (1, "ready")
+            assert daemon.queue.dropped == 0 and daemon.queue.qsize() == 0
+            assert daemon.pipeline is not None and daemon.pipeline.live_calls() == 0
+            assert twilio.accepted == []
+            twilio.resume()
+            await daemon.wait_drained()
+    assert len(twilio.accepted) == sum(expected_sent().values())
     with sqlite3.connect(tmp_path / "h.db") as db:
         sent_order = [row[0] for row in db.execute(
             "SELECT provider_id FROM messages WHERE state = 'sent' ORDER BY id")]

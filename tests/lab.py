@@ -1,0 +1,71 @@
+"""The recorded lab calls as test scenery: config, expected messages, a daemon in the test loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hangupsms.config import load_config
+from hangupsms.daemon import Daemon
+from tests.faketwilio import FakeTwilio
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ami"
+TRANSCRIPTS = sorted(FIXTURES.glob("*.ami"))
+EXPECTED_MESSAGES: dict[str, list[dict[str, Any]]] = yaml.safe_load(
+    (FIXTURES / "expected-messages.yaml").read_text(encoding="utf-8")
+)
+USER, SECRET = "hangupsms", "labsecret"  # the AMI login of reference.yaml
+SID, TOKEN = "AC00000000000000000000000000000000", "reference-token"  # its Twilio account
+
+
+def lab_config(
+    tmp_path: Path, *, ami_port: int, twilio_url: str, name: str = "h.yaml",
+    pbx: dict[str, Any] | None = None, twilio: dict[str, Any] | None = None,
+) -> Path:
+    """reference.yaml with the fake servers' addresses filled in (and any overrides)."""
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["pbx"][0].update(port=ami_port, **(pbx or {}))
+    raw["providers"]["twilio"].update(api_url=twilio_url, **(twilio or {}))
+    raw["database"] = str(tmp_path / "h.db")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def expected_sent() -> Counter[tuple[str, str]]:
+    """(recipient, body) of every message the reference config must send, with counts."""
+    return Counter(
+        (m["to"], m["body"])
+        for calls in EXPECTED_MESSAGES.values() for call in calls for m in call["sent"]
+    )
+
+
+def expected_linkedids() -> set[str]:
+    return {call["linkedid"] for calls in EXPECTED_MESSAGES.values() for call in calls}
+
+
+@contextlib.asynccontextmanager
+async def fake_twilio() -> AsyncIterator[FakeTwilio]:
+    server = await FakeTwilio(SID, TOKEN).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Path) -> AsyncIterator[Daemon]:
+    """A Daemon running in this event loop; stopped (and awaited) on the way out."""
+    daemon = Daemon(load_config(config))
+    runner = asyncio.create_task(daemon.run())
+    try:
+        yield daemon
+    finally:
+        daemon.stop.set()
+        await runner
