@@ -88,7 +88,7 @@ async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
     assert returncode == 0
     assert Counter((m.to, m.body) for m in twilio.accepted) == wanted
     assert not [e for e in log.lines if e.get("level") in ("error", "critical")]
-    _assert_database(tmp_path / "reference.db", linkedids)
+    _assert_database(tmp_path / "h.db", linkedids)
 
 
 def _assert_database(path: Path, linkedids: set[str]) -> None:
