@@ -177,6 +177,12 @@ class CallTracker:
         """How many calls are being tracked (not yet emitted)."""
         return len(self._calls)
 
+    def reconfigure(self, settings: TrackerSettings) -> None:
+        """New contexts, graces and bounds; calls in progress finish under them."""
+        self.settings = settings
+        self._inbound = frozenset(settings.inbound_contexts)
+        self._internal = frozenset(settings.internal_contexts)
+
     def live_linkedids(self) -> list[str]:
         """The Linkedids of the calls being tracked, oldest first."""
         return list(self._calls)

@@ -93,7 +93,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         case "check":
             return check(cfg, out)
         case "run":
-            return asyncio.run(_run(cfg))
+            return asyncio.run(_run(cfg, args.config))
         case "preview":
             return asyncio.run(commands.preview(cfg, args.transcript, out))
         case "replay":
@@ -128,13 +128,14 @@ def check(cfg: Config, out: TextIO) -> int:
     return EXIT_CONFIG if failed else EXIT_OK
 
 
-async def _run(cfg: Config) -> int:
+async def _run(cfg: Config, path: Path) -> int:
     from hangupsms.daemon import Daemon
 
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, config_path=path)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     log.info("daemon.starting", config=cfg.source, pbx=[p.name for p in cfg.pbx])
     await daemon.run()
     return EXIT_OK

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TextIO
 
 import structlog
 
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
-from hangupsms.config import Config
+from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.journal import Journal
 from hangupsms.logs import mask_number
@@ -45,6 +47,15 @@ class CallPipeline:
         self.calls_recorded = 0
         self.journal = Journal(store) if journal else None
         self._trim_due = False
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Rules, templates, numbers and call settings of `cfg` apply from the next call on."""
+        self.cfg = cfg
+        self._renderer = Renderer.from_config(cfg)
+        for pbx in cfg.pbx:
+            tracker = self._trackers.get(pbx.name)
+            if tracker is not None:
+                tracker.reconfigure(TrackerSettings.from_pbx(pbx))
 
     def feed(self, event: AmiEvent, now: float) -> list[CompletedCall]:
         tracker = self._trackers.get(event.pbx)
@@ -130,8 +141,11 @@ class Daemon:
         self, cfg: Config, *, console: TextIO | None = None,
         providers: Mapping[str, SmsProvider] | None = None,
         clock: Callable[[], float] = time.monotonic, shutdown_timeout: float = 10.0,
+        config_path: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self._config_path = config_path
+        self._reload = asyncio.Event()
         self._console = console
         self._given_providers = providers
         self._clock = clock
@@ -169,13 +183,60 @@ class Daemon:
                 sender_stop = asyncio.Event()
                 sender = group.create_task(dispatcher.run(sender_stop), name="sender")
                 group.create_task(self._announce_ready(on_ready), name="ready")
+                reloader = group.create_task(self._reloader(pipeline), name="reloader")
                 await self.stop.wait()
+                reloader.cancel()
                 await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
             for provider in providers.values():
                 await provider.close()
             await store.close()
         log.info("daemon.stopped", calls=pipeline.calls_recorded, sent=dispatcher.sent)
+
+    def request_reload(self) -> None:
+        """Re-read the configuration file (SIGHUP, `systemctl reload`)."""
+        self._reload.set()
+
+    async def _reloader(self, pipeline: CallPipeline) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.reload(pipeline)
+            self._progress.set()
+
+    def reload(self, pipeline: CallPipeline) -> bool:
+        """Apply a valid new configuration for the next call; keep the old one otherwise.
+
+        Connections, the database and providers stay as they are (changing them needs a
+        restart, which is logged); everything the pipeline decides with takes effect.
+        """
+        if self._config_path is None:
+            log.warning("config.reload_unavailable", reason="no configuration file")
+            return False
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            log.error("config.reload_refused", error=str(exc))
+            return False
+        old = self.cfg
+        frozen = _restart_only_changes(old, new)
+        if frozen:
+            log.warning("config.reload_needs_restart", keys=frozen)
+        # Each PBX keeps its connection (a new one would drop live calls' events) and takes
+        # the new call settings; a PBX added or removed needs a restart.
+        connected = {p.name: p for p in old.pbx}
+        pbx = tuple(
+            dataclasses.replace(p, host=connected[p.name].host, port=connected[p.name].port,
+                                username=connected[p.name].username,
+                                secret=connected[p.name].secret)
+            for p in new.pbx if p.name in connected
+        )
+        applied = dataclasses.replace(new, database=old.database, providers=old.providers,
+                                      pbx=pbx)
+        self.cfg = applied
+        pipeline.reconfigure(applied)
+        log.info("config.reloaded", rules=[r.name for r in applied.rules])
+        return True
 
     async def _shutdown(
         self, pipeline: CallPipeline, consumer: asyncio.Task[None], sender: asyncio.Task[None],
@@ -271,3 +332,18 @@ class Daemon:
         if any(counts.get(state) for state in ("pending", "sending", "checking")):
             return False
         return not await store.lookups_scheduled()
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The keys whose change a reload cannot apply (AMI connections, database, providers)."""
+    changed: list[str] = []
+    if new.database != old.database:
+        changed.append("database")
+    if new.providers != old.providers:
+        changed.append("providers")
+    # A PBX added, removed, moved or with a new login.
+    before = {p.name: (p.host, p.port, p.username, p.secret) for p in old.pbx}
+    after = {p.name: (p.host, p.port, p.username, p.secret) for p in new.pbx}
+    if before != after:
+        changed.append("pbx (connections)")
+    return changed

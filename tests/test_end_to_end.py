@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -11,7 +10,6 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,33 +20,12 @@ from tests.lab import (
     SECRET,
     TRANSCRIPTS,
     USER,
+    DaemonLog,
     expected_linkedids,
     expected_sent,
     fake_twilio,
     lab_config,
 )
-
-
-class DaemonLog:
-    """Reads the daemon's JSON log lines as they come, so tests await events, not time."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self._stream = stream
-        self.lines: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-
-    async def until(self, predicate: Any) -> None:
-        while not predicate(self.lines):
-            line = await self._stream.readline()
-            if not line:
-                raise AssertionError("daemon log ended:\n" + "\n".join(self.raw[-30:]))
-            text = line.decode("utf-8", "replace").strip()
-            self.raw.append(text)
-            if text.startswith("{"):
-                self.lines.append(json.loads(text))
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == name]
 
 
 @pytest.fixture
