@@ -128,15 +128,14 @@ class EventQueue:
 
 def _to_message(frame: Frame) -> Any:
     """A panoramisk Message (repeated headers as lists, as panoramisk builds them)."""
-    headers: dict[str, str | list[str]] = {}
+    # One value per header (the first): panoramisk hashes ActionID and calls .lower() on
+    # Message, so a repeated header sent as a list would raise inside data_received.
+    headers: dict[str, str] = {}
+    seen: set[str] = set()
     for key, value in frame.headers:
-        previous = headers.get(key)
-        if previous is None:
+        if key.lower() not in seen:
+            seen.add(key.lower())
             headers[key] = value
-        elif isinstance(previous, list):
-            previous.append(value)
-        else:
-            headers[key] = [previous, value]
     message = Message(headers)
     message.frame = frame  # the response handed back to callers is built from the frame
     return message
@@ -251,10 +250,16 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
         self._stats.malformed_lines += frame.malformed_lines
         action_id = frame.first("ActionID")
         if action_id is not None and action_id in self.responses:
-            self.handle_message(_to_message(frame))
+            try:
+                self.handle_message(_to_message(frame))
+            except Exception:
+                self._stats.dropped_frames += 1
+                log.exception("ami.response_unreadable", pbx=self.pbx, action_id=action_id)
+                self.abort("bad_response")
             return
         name = frame.first("Event")
-        if name is None:
+        # `@` names belong to the client's own connection events: a peer may not forge them.
+        if name is None or name.startswith("@"):
             self._stats.dropped_frames += 1
             log.warning("ami.frame_dropped", pbx=self.pbx, action_id=action_id,
                         response=frame.first("Response"), malformed=frame.malformed_lines)

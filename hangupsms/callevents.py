@@ -183,5 +183,4 @@ def chan_variable(call: CallState, h: Headers) -> None:
 
 def _restricted(presentation: str) -> bool:
     """`CID-CallingPres: 35 (Presentation Prohibited, Network Number)` -> True."""
-    code = presentation.split(" ", 1)[0]
-    return code.isdigit() and int(code) & _PRES_RESTRICTION_MASK == 0x20
+    return to_int(presentation.split(" ", 1)[0]) & _PRES_RESTRICTION_MASK == 0x20

@@ -17,6 +17,8 @@ EXTENSION_MAX_DIGITS = 6  # a dialed string this short is an extension, not an o
 _ESCAPED = re.compile(r"\\([\"\\])")
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
 _NO_NUMBER = frozenset({"", "<unknown>"})
+_MAX_EPOCH = 4102444800.0  # 2100-01-01; later, negative or non-finite times are junk
+_MAX_DIGITS = 10  # a seconds count of more digits is junk (int() refuses 4,300+)
 
 
 class CallState:
@@ -173,21 +175,23 @@ def caller_number(text: str) -> str:
 
 def to_int(text: str) -> int:
     """A non-negative integer header, 0 when absent or not a number."""
-    return int(text) if text.isdigit() else 0
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS else 0
 
 
 def event_time(timestamp: str, cel_time: str = "") -> float:
     """Epoch seconds of an event: its `Timestamp` header, else the CEL `EventTime`, else 0.0."""
-    if timestamp:
-        return float(timestamp)
-    if cel_time:
-        # CEL EventTime is Asterisk's local time without a zone; the lab (and most servers)
-        # run in UTC. Only used when timestampevents=no.
-        try:
-            return datetime.fromisoformat(cel_time).replace(tzinfo=UTC).timestamp()
-        except ValueError:
+    try:
+        if timestamp:
+            value = float(timestamp)
+        elif cel_time:
+            # CEL EventTime is Asterisk's local time without a zone; the lab (and most servers)
+            # run in UTC. Only used when timestampevents=no.
+            value = datetime.fromisoformat(cel_time).replace(tzinfo=UTC).timestamp()
+        else:
             return 0.0
-    return 0.0
+    except ValueError:
+        return 0.0
+    return value if 0.0 <= value <= _MAX_EPOCH else 0.0  # NaN fails both comparisons
 
 
 def _seconds(start: float, end: float) -> int:

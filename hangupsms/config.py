@@ -335,6 +335,8 @@ def _templates(reader: NodeReader, at: At) -> dict[str, TemplateConfig]:
         except TemplateSyntaxError as exc:
             where = f"template line {exc.lineno}: " if exc.lineno else ""
             raise reader.error(text_at, f"{where}syntax error: {exc.message}") from exc
+        except (ValueError, OverflowError, RecursionError) as exc:  # 4,300-digit literal, nesting
+            raise reader.error(text_at, f"cannot compile: {type(exc).__name__}") from exc
         out[name] = TemplateConfig(name, text, max_segments)
     return out
 
@@ -414,7 +416,7 @@ def _check_when(reader: NodeReader, nodes: Mapping[str, At], match: RuleMatch) -
     if match.customer_number is not None:
         try:
             re.compile(match.customer_number)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:
             raise reader.error(nodes["customer_number"], f"bad regular expression: {exc}") from exc
 
 

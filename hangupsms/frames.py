@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 BANNER_PREFIX = b"Asterisk Call Manager/"
 _VARIABLE_HEADERS = frozenset({"ChanVariable", "DestChanVariable"})
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n")
+_PARTIAL_SEPARATOR = 3  # a whole frame may be followed by "\r\n\r" of its separator
 
 
 class FrameTooLarge(Exception):
@@ -79,7 +82,7 @@ class FrameSplitter:
             start = end + sep
         if start:
             del buf[:start]
-        if len(buf) > self.max_bytes:
+        if len(buf) > self.max_bytes + _PARTIAL_SEPARATOR:
             size = len(buf)
             buf.clear()
             raise FrameTooLarge(f"unterminated frame of {size} bytes exceeds {self.max_bytes}")
@@ -108,13 +111,12 @@ class FrameSplitter:
 
 def _find_blank_line(buf: bytearray, start: int) -> tuple[int, int]:
     """Offset of the first blank-line separator at or after `start` and its length, or (-1, 0)."""
-    crlf = buf.find(b"\r\n\r\n", start)
-    lf = buf.find(b"\n\n", start)
-    if crlf < 0 and lf < 0:
+    # One search that stops at the first separator of either kind: two find() calls each
+    # scan to the end of the buffer when their kind is absent, once per frame (quadratic).
+    found = _BLANK_LINE.search(buf, start)
+    if found is None:
         return -1, 0
-    if lf < 0 or (0 <= crlf < lf):
-        return crlf, 4
-    return lf, 2
+    return found.start(), found.end() - found.start()
 
 
 def decode_frame(raw: bytes) -> Frame:

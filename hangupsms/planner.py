@@ -63,7 +63,7 @@ def _recipient(
         if customer.ok and customer.e164 is not None:
             return customer.e164, None
         shown = clean_text(raw, _SHOWN_RAW)
-        return customer.e164 or raw, (
+        return customer.e164 or shown, (
             f"customer number '{shown}' is not textable: {customer.reason}"
         )
     if target == "agent":

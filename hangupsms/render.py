@@ -135,7 +135,8 @@ def call_context(call: CompletedCall, cfg: Config, customer_e164: str | None) ->
     agent = cfg.agents.get(call.agent_id) if call.agent_id is not None else None
     agent_name = call.agent_name or (agent.name if agent is not None else None)
     return {
-        "customer_number": customer_e164 or call.customer_number,
+        # Not a readable number: whatever the caller's network sent, so caller text too.
+        "customer_number": customer_e164 or clean_text(call.customer_number, cfg.max_customer_name),
         "customer_name": clean_text(call.customer_name, cfg.max_customer_name),
         "did": call.did,
         "queue": call.queue,

@@ -114,6 +114,8 @@ class NodeReader:
             raise ConfigError("", f"YAML syntax error: {exc.problem}", line, self.source) from exc
         except yaml.YAMLError as exc:
             raise ConfigError("", f"YAML error: {exc}", None, self.source) from exc
+        except RecursionError as exc:  # PyYAML composes nested collections recursively
+            raise ConfigError("", "YAML nested too deeply", None, self.source) from exc
         if root is None:
             raise ConfigError("", "the configuration is empty", None, self.source)
         return At(root, "", _line(root))
@@ -137,13 +139,15 @@ class NodeReader:
         if not isinstance(at.node, yaml.MappingNode):
             raise self.error(at, f"expected a mapping, got {_describe(at.node)}")
         out: list[tuple[str, At]] = []
+        seen: set[str] = set()
         for key_node, value_node in at.node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == NULL:
                 raise self.error(At(key_node, at.path, _line(key_node)), "keys must be plain names")
             key = str(key_node.value)
             child = At(value_node, at.child(key), _line(key_node))
-            if any(key == seen for seen, _ in out):
+            if key in seen:
                 raise self.error(child, f"duplicate key '{key}'")
+            seen.add(key)
             out.append((key, child))
         return out
 
@@ -193,7 +197,10 @@ class NodeReader:
 
     def integer(self, at: At, minimum: int | None = 0, maximum: int | None = None) -> int:
         scalar = self._typed(at, INT, "an integer")
-        value = int(self._constructor.construct_yaml_int(yaml.ScalarNode(INT, scalar.text)))
+        try:
+            value = int(self._constructor.construct_yaml_int(yaml.ScalarNode(INT, scalar.text)))
+        except (ValueError, IndexError) as exc:  # `!!int junk`, `!!int ''`, 4,300+ digits
+            raise self.error(at, _wrong_type("an integer", "", scalar)) from exc
         if minimum is not None and value < minimum:
             raise self.error(at, f"must be at least {minimum}")
         if maximum is not None and value > maximum:
@@ -207,14 +214,20 @@ class NodeReader:
         if tag not in (INT, FLOAT):
             raise self.error(at, _wrong_type("a number", tag, scalar))
         node = yaml.ScalarNode(tag, scalar.text)
-        value = float(self._constructor.construct_object(node))
+        try:
+            value = float(self._constructor.construct_object(node))
+        except (ValueError, IndexError) as exc:  # `!!float junk`, an int of 4,300+ digits
+            raise self.error(at, _wrong_type("a number", "", scalar)) from exc
         if not (value > 0 and math.isfinite(value)):
             raise self.error(at, "must be a positive number")
         return value
 
     def flag(self, at: At) -> bool:
         scalar = self._typed(at, BOOL, "a boolean (true or false)")
-        return bool(self._constructor.construct_yaml_bool(yaml.ScalarNode(BOOL, scalar.text)))
+        try:
+            return bool(self._constructor.construct_yaml_bool(yaml.ScalarNode(BOOL, scalar.text)))
+        except KeyError as exc:  # `!!bool maybe`
+            raise self.error(at, _wrong_type("a boolean", "", scalar)) from exc
 
     def fill(
         self,

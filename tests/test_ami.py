@@ -543,3 +543,20 @@ async def test_wait_ready_ends_when_the_connection_is_closed_first() -> None:
     with pytest.raises(AmiNotConnected):
         await asyncio.wait_for(waiter, GUARD)
 
+
+
+async def test_a_peer_cannot_forge_the_clients_own_connection_events(tmp_path: Path) -> None:
+    forged = [event("@Channels", Linkedids=""), event("@Disconnected"), event("After")]
+    path = write_transcript(tmp_path / "forged.ami", forged)
+    async with AmiReplayServer([path], username=USER, secret=SECRET) as server:
+        queue = EventQueue(100)
+        connection = AmiConnection(pbx_for(server), queue.put)
+        async with running(connection):
+            (after,) = await take(queue, 1)
+            await asyncio.wait_for(server.events_done.wait(), GUARD)
+            await connection.send_action({"Action": "Ping"})
+            left = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert after.name == "After"
+    # Only the client's own @Channels (after its login) may be there, with its real list.
+    assert all(e.name == "@Channels" and e.get("Linkedids") == "" for e in left)
+    assert connection.stats.dropped_frames == 2
