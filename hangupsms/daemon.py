@@ -23,6 +23,7 @@ from hangupsms.planner import plan
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.render import Renderer
 from hangupsms.store import Store
+from hangupsms.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -141,9 +142,10 @@ class Daemon:
         self, cfg: Config, *, console: TextIO | None = None,
         providers: Mapping[str, SmsProvider] | None = None,
         clock: Callable[[], float] = time.monotonic, shutdown_timeout: float = 10.0,
-        config_path: Path | None = None,
+        config_path: Path | None = None, notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
+        self.notifier = notifier if notifier is not None else Notifier()
         self._config_path = config_path
         self._reload = asyncio.Event()
         self._console = console
@@ -184,8 +186,11 @@ class Daemon:
                 sender = group.create_task(dispatcher.run(sender_stop), name="sender")
                 group.create_task(self._announce_ready(on_ready), name="ready")
                 reloader = group.create_task(self._reloader(pipeline), name="reloader")
+                watchdog = group.create_task(self._watchdog(consumer, sender, store),
+                                             name="watchdog")
                 await self.stop.wait()
                 reloader.cancel()
+                watchdog.cancel()
                 await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
             for provider in providers.values():
@@ -201,8 +206,34 @@ class Daemon:
         while True:
             await self._reload.wait()
             self._reload.clear()
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
             self.reload(pipeline)
+            self.notifier.notify("READY=1")
             self._progress.set()
+
+    async def _watchdog(
+        self, consumer: asyncio.Task[None], sender: asyncio.Task[None], store: Store
+    ) -> None:
+        """Feed systemd's watchdog only while the pipeline is healthy.
+
+        Healthy: the event consumer and the sender still run and the database takes a write.
+        A lost AMI link is not unhealthy: a restart would not bring Asterisk back, and
+        the client reconnects by itself.
+        """
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            problems = [name for name, task in (("consumer", consumer), ("sender", sender))
+                        if task.done()]
+            if not await store.writable():
+                problems.append("database")
+            if problems:
+                log.error("systemd.watchdog_withheld", problems=problems)
+            else:
+                self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     def reload(self, pipeline: CallPipeline) -> bool:
         """Apply a valid new configuration for the next call; keep the old one otherwise.
@@ -244,6 +275,7 @@ class Daemon:
     ) -> None:
         """Stop intake, record calls that already ended, let the send in flight finish."""
         log.info("daemon.stopping")
+        self.notifier.notify("STOPPING=1")
         for connection in self.connections:
             await connection.close()
         await consumer
@@ -275,6 +307,7 @@ class Daemon:
             return
         self.ready.set()
         log.info("daemon.ready", pbx=[c.pbx.name for c in self.connections])
+        self.notifier.notify("READY=1", "STATUS=logged in to every PBX; database open")
         if on_ready is not None:
             await on_ready()
 

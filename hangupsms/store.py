@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from hangupsms.models import CompletedCall, MessageState, OutboundMessage, PlannedMessage
 from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = structlog.get_logger(__name__)
 
 
 class StoreError(Exception):
@@ -422,6 +425,15 @@ class Store:
             "SELECT * FROM calls ORDER BY id LIMIT ?", (limit,)
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
+
+    async def writable(self) -> bool:
+        """Whether a write transaction can start now (the watchdog's database check)."""
+        try:
+            async with self.transaction():
+                return True
+        except sqlite3.Error as exc:
+            log.error("store.not_writable", error=str(exc))
+            return False
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """The rows of one read query (for the other tables' modules, e.g. the journal)."""
