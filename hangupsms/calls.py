@@ -42,6 +42,7 @@ from hangupsms.config import PbxConfig
 from hangupsms.models import (
     CHANNELS_EVENT,
     DISCONNECTED_EVENT,
+    TAG_EVENT,
     AmiEvent,
     CompletedCall,
     EndReason,
@@ -130,7 +131,9 @@ class CallTracker:
         done = self.expire(now) if due else []
         route = self._routes.get(event.name)
         if route is None:
-            if event.name[:1] == "@":
+            if event.name == TAG_EVENT:
+                self._on_tag(event.headers)
+            elif event.name[:1] == "@":
                 self._connection_event(event, done)
             return done
         key, handler = route
@@ -189,7 +192,23 @@ class CallTracker:
 
     def wants(self, name: str) -> bool:
         """Whether events named `name` can change a call (the journal keeps only those)."""
-        return name in self._routes
+        return name in self._routes or name == TAG_EVENT
+
+    def _on_tag(self, headers: Headers) -> None:
+        """The dialplan tagged a live call through the FastAGI server: merge its variables.
+
+        The server sends the Linkedid when Asterisk answered in time; otherwise only the AGI
+        channel's Uniqueid, mapped like a Cdr's.
+        """
+        linkedid = headers.get("Linkedid") or self._uids.get(headers.get("Uniqueid", ""), "")
+        call = self._calls.get(linkedid) if linkedid else None
+        if call is None:
+            log.debug("calls.tag_unknown_call", pbx=self.pbx, linkedid=linkedid,
+                      uniqueid=headers.get("Uniqueid", ""))
+            return
+        for name, value in headers.items():
+            if value and name.startswith("HANGUPSMS_"):
+                call.variables[name] = value
 
     def _connection_event(self, event: AmiEvent, done: list[CompletedCall]) -> None:
         """The AMI link dropped, or came back with the list of calls Asterisk still has.

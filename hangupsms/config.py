@@ -146,6 +146,16 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AgiConfig:
+    """The FastAGI server the dialplan tags live calls through (`agi:`; off when absent)."""
+
+    host: str = "127.0.0.1"
+    port: int = 4573
+    deadline: float = 0.5  # seconds a dialplan AGI() call may wait on us at most
+    pbx: str = ""  # whose calls it tags; may be left out when there is one PBX
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     pbx: tuple[PbxConfig, ...]
     database: Path
@@ -156,12 +166,13 @@ class Config:
     rules: tuple[Rule, ...]
     agents: Mapping[str, AgentConfig] = field(default_factory=dict)
     max_customer_name: int = 64  # caller-controlled text is cut to this many characters
+    agi: AgiConfig | None = None
     source: str = ""
 
 
 _TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
-    "max_customer_name",
+    "max_customer_name", "agi",
 )  # fmt: skip
 _TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 # RetryPolicy fields a provider entry may set (batch and idle_poll are the sender's own).
@@ -211,8 +222,9 @@ def parse_config(
     providers = _providers(reader, top["providers"])
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
+    pbx_list = _pbx_list(reader, top["pbx"])
     return Config(
-        pbx=_pbx_list(reader, top["pbx"]),
+        pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),
         timezone=_timezone(reader, top["timezone"]),
         phone=phone,
@@ -221,8 +233,25 @@ def parse_config(
         rules=_rules(reader, top["rules"], _Targets(templates, providers, phone)),
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
         max_customer_name=64 if name_cap is None else reader.integer(name_cap, 1, 1000),
+        agi=_agi(reader, top.get("agi"), pbx_list),
         source=source,
     )
+
+
+def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiConfig | None:
+    if at is None:
+        return None
+    nodes = reader.mapping(at, ("host", "port", "deadline", "pbx"), ())
+    agi = reader.fill(nodes, AgiConfig, {"port": (0, 65535)})
+    names = [p.name for p in pbx]
+    if not agi.pbx:
+        if len(names) != 1:
+            raise reader.error(at, "name the pbx whose calls the AGI server tags ('pbx:')")
+        return dataclasses.replace(agi, pbx=names[0])
+    if agi.pbx not in names:
+        raise reader.error(nodes["pbx"], f"unknown pbx '{agi.pbx}'; expected one of: "
+                           + ", ".join(names))
+    return agi
 
 
 def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:

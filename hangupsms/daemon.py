@@ -11,6 +11,7 @@ from typing import TextIO
 
 import structlog
 
+from hangupsms.agi import AgiServer
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config, ConfigError, load_config
@@ -155,6 +156,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self.queue = EventQueue(EVENT_QUEUE_SIZE)
         self.connections = [AmiConnection(pbx, self.queue.put) for pbx in cfg.pbx]
+        # Tags from the dialplan go into the same queue, in order with the AMI events.
+        self.agi = None if cfg.agi is None else AgiServer(
+            self.queue.put, host=cfg.agi.host, port=cfg.agi.port, pbx=cfg.agi.pbx,
+            deadline=cfg.agi.deadline)
         self.pipeline: CallPipeline | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
@@ -178,6 +183,8 @@ class Daemon:
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
+            if self.agi is not None:
+                await self.agi.start()  # an address in use fails the start, loudly
             async with asyncio.TaskGroup() as group:
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
@@ -193,6 +200,8 @@ class Daemon:
                 watchdog.cancel()
                 await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
+            if self.agi is not None:
+                await self.agi.close()
             for provider in providers.values():
                 await provider.close()
             await store.close()
@@ -276,6 +285,8 @@ class Daemon:
         """Stop intake, record calls that already ended, let the send in flight finish."""
         log.info("daemon.stopping")
         self.notifier.notify("STOPPING=1")
+        if self.agi is not None:
+            await self.agi.close()
         for connection in self.connections:
             await connection.close()
         await consumer

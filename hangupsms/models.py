@@ -52,10 +52,14 @@ class EndReason(enum.StrEnum):
     GAP = "ended_while_disconnected"  # Asterisk no longer had it after an AMI reconnect
 
 
-# Events the AMI client itself puts into the stream, in order with Asterisk's events. The
-# `@` prefix cannot clash: Asterisk event names are alphanumeric.
+# Events hangupsms itself puts into the stream, in order with Asterisk's events. The `@`
+# prefix cannot clash (Asterisk event names are alphanumeric) and cannot be forged: the AMI
+# client drops `@` names from the wire.
 DISCONNECTED_EVENT = "@Disconnected"  # the connection was lost; events may be missing
 CHANNELS_EVENT = "@Channels"  # after a reconnect: header `Linkedids`, the calls still live
+# From the FastAGI server: `Linkedid` (when Asterisk told it), `Uniqueid` and `Channel` of
+# the AGI channel, and the HANGUPSMS_* variables the dialplan asked for.
+TAG_EVENT = "@Tag"
 
 
 @dataclass(frozen=True, slots=True)

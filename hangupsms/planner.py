@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from hangupsms.phone import NumberCheck, check_number
 from hangupsms.render import Renderer, RenderError, call_context, clean_text
 from hangupsms.rules import select
 
+SKIPPED_BY_DIALPLAN = "the dialplan asked not to text this call (HANGUPSMS_SKIP)"
 _SHOWN_RAW = 40  # characters of a caller-supplied number quoted in a skip reason
 
 
@@ -25,7 +27,12 @@ def plan(call: CompletedCall, cfg: Config, renderer: Renderer) -> list[PlannedMe
     if not rules:
         return []
     context = call_context(call, cfg, customer.e164)
-    return [_plan_rule(rule, call, cfg, customer, renderer, context) for rule in rules]
+    planned = [_plan_rule(rule, call, cfg, customer, renderer, context) for rule in rules]
+    if call.variables.get("HANGUPSMS_SKIP"):
+        # The dialplan said so (AGI /skip or Set(HANGUPSMS_SKIP=1)): record, never send.
+        return [dataclasses.replace(p, skip_reason=p.skip_reason or SKIPPED_BY_DIALPLAN)
+                for p in planned]
+    return planned
 
 
 def _plan_rule(

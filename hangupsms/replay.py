@@ -72,14 +72,16 @@ class AmiReplayServer:
     between them, so the client reads them separately); `drop_after_frames` closes each
     connection after that many event frames; `pace` scales the recorded spacing (None: as
     fast as possible); `answer_pings=False` plays a dead peer that keeps the socket open;
-    `lose_after_drop` frames after each drop happen while nobody listens, and are lost.
+    `lose_after_drop` frames after each drop happen while nobody listens, and are lost;
+    `hold_at` pauses the replay before that frame index until `released` is set.
     CoreShowChannels lists the channels the frames so far have created and not hung up.
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
                  chunk_size: int | None = None, drop_after_frames: int | None = None,
                  pace: float | None = None, answer_pings: bool = True,
-                 banner: bytes = BANNER, lose_after_drop: int = 0) -> None:
+                 banner: bytes = BANNER, lose_after_drop: int = 0,
+                 hold_at: int | None = None) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -92,6 +94,8 @@ class AmiReplayServer:
         self.cursor = 0  # index of the next event frame to send
         self.connections = 0
         self.lose_after_drop = lose_after_drop
+        self.hold_at = hold_at  # pause before sending the frame at this index until release()
+        self.released = asyncio.Event()
         self.lost_frames = 0
         self.live: dict[str, str] = {}  # Uniqueid -> Linkedid of channels not yet hung up
         self.connected_at: list[float] = []  # loop time of each accepted connection
@@ -267,6 +271,8 @@ class _ReplaySession:
         server = self.server
         sent = 0
         while server.cursor < len(server.frames):
+            if server.hold_at == server.cursor:
+                await server.released.wait()  # the test does something mid-call, then goes on
             frame = server.frames[server.cursor]
             if server.pace is not None and frame.delay:
                 await asyncio.sleep(frame.delay * server.pace)
