@@ -126,3 +126,22 @@ def test_shipped_example_config_passes_check(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv(name, "set-by-test")
     code, out = _run("check", "-c", str(example))
     assert code == EXIT_OK, out
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "config" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_cookbook_example_passes_check(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AMI_SECRET", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN",
+                 "TWILIO_MESSAGING_SERVICE"):
+        monkeypatch.setenv(name, "set-by-test")
+    code, out = _run("check", "-c", str(example))
+    assert code == EXIT_OK, out
+    assert "ERROR" not in out
+
+
+def test_the_cookbook_is_there() -> None:
+    assert len(EXAMPLES) >= 5
