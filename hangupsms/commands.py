@@ -12,10 +12,11 @@ from typing import TextIO
 
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config, ProviderConfig, parse_config
-from hangupsms.daemon import CallPipeline, Daemon
+from hangupsms.daemon import Daemon
 from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.frames import event_frames
 from hangupsms.models import AmiEvent, CompletedCall
+from hangupsms.pipeline import CallPipeline
 from hangupsms.planner import plan
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.render import Renderer

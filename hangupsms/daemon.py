@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -13,127 +13,17 @@ import structlog
 
 from hangupsms.agi import AgiServer
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
-from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.dispatch import Dispatcher, sender_settings
-from hangupsms.journal import Journal
-from hangupsms.logs import mask_number
-from hangupsms.models import DISCONNECTED_EVENT, AmiEvent, CompletedCall
-from hangupsms.phone import check_number
-from hangupsms.planner import plan
+from hangupsms.models import AmiEvent, CompletedCall
+from hangupsms.pipeline import CallPipeline
 from hangupsms.providers import SmsProvider, build_provider
-from hangupsms.render import Renderer
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE = 100_000
-
-
-class CallPipeline:
-    """The middle of the pipeline: events in, calls recorded with their planned messages."""
-
-    def __init__(
-        self, cfg: Config, store: Store, *, on_recorded: Callable[[], None] = lambda: None,
-        wall_clock: Callable[[], float] = time.time, journal: bool = True,
-    ) -> None:
-        self.cfg = cfg
-        self._store = store
-        self._renderer = Renderer.from_config(cfg)
-        self._trackers = {
-            pbx.name: CallTracker(pbx.name, TrackerSettings.from_pbx(pbx)) for pbx in cfg.pbx
-        }
-        self._on_recorded = on_recorded
-        self._wall_clock = wall_clock
-        self.calls_recorded = 0
-        self.journal = Journal(store) if journal else None
-        self._trim_due = False
-
-    def reconfigure(self, cfg: Config) -> None:
-        """Rules, templates, numbers and call settings of `cfg` apply from the next call on."""
-        self.cfg = cfg
-        self._renderer = Renderer.from_config(cfg)
-        for pbx in cfg.pbx:
-            tracker = self._trackers.get(pbx.name)
-            if tracker is not None:
-                tracker.reconfigure(TrackerSettings.from_pbx(pbx))
-
-    def feed(self, event: AmiEvent, now: float) -> list[CompletedCall]:
-        tracker = self._trackers.get(event.pbx)
-        if tracker is None:
-            return []
-        if self.journal is not None and tracker.wants(event.name):
-            self.journal.add(event)
-        return tracker.feed(event, now)
-
-    async def sync_journal(self) -> None:
-        """Write buffered events; after calls were recorded, trim what no live call needs."""
-        if self.journal is None:
-            return
-        await self.journal.flush()
-        if self._trim_due:
-            self._trim_due = False
-            for name, tracker in self._trackers.items():
-                await self.journal.trim(name, tracker.live_linkedids())
-
-    async def restore(self, now: float) -> None:
-        """Resume the calls a previous run was following, from the journal.
-
-        Their ends may have come while nobody listened: each tracker is told the link was
-        down, so the first channel list after login finishes those that Asterisk no longer
-        has. A call that was already recorded is recorded once (the key is unique).
-        """
-        if self.journal is None:
-            return
-        events = await self.journal.load(now)
-        finished: list[CompletedCall] = []
-        for event in events:
-            tracker = self._trackers.get(event.pbx)
-            if tracker is not None:
-                finished += tracker.feed(event, now)
-        if finished:
-            await self.record(finished)
-        for name, tracker in self._trackers.items():
-            if tracker.live_calls():
-                tracker.feed(AmiEvent(name, DISCONNECTED_EVENT, {"Reason": "restart"}, now), now)
-        log.info("journal.restored", events=len(events), calls_live=self.live_calls(),
-                 calls_recorded=len(finished))
-
-    def expire(self, now: float) -> list[CompletedCall]:
-        return [call for tracker in self._trackers.values() for call in tracker.expire(now)]
-
-    def next_deadline(self) -> float | None:
-        deadlines = [d for t in self._trackers.values() if (d := t.next_deadline()) is not None]
-        return min(deadlines, default=None)
-
-    def live_calls(self) -> int:
-        return sum(tracker.live_calls() for tracker in self._trackers.values())
-
-    def longest_grace(self) -> float:
-        """How far ahead an ended call may still be waiting for late events."""
-        return max((max(p.end_grace, p.no_cel_grace) for p in self.cfg.pbx), default=0.0)
-
-    async def record(self, calls: Iterable[CompletedCall]) -> None:
-        """Plan each call's messages and commit call and messages together."""
-        stored = False
-        for call in calls:
-            planned = plan(call, self.cfg, self._renderer)
-            e164 = check_number(call.customer_number, self.cfg.phone).e164
-            fresh = await self._store.record_call(call, e164, planned, self._wall_clock())
-            stored = stored or fresh
-            self.calls_recorded += fresh
-            log.info(
-                "call.completed", pbx=call.pbx, linkedid=call.linkedid,
-                direction=call.direction.value, disposition=call.disposition.value,
-                customer=mask_number(call.customer_number), queue=call.queue,
-                agent=call.agent_id, end=call.end_reason.value, duplicate=not fresh,
-                planned=len([p for p in planned if p.skip_reason is None]),
-                skipped=[f"{p.rule}: {p.skip_reason}" for p in planned if p.skip_reason],
-            )
-        if stored:
-            self._on_recorded()
-        self._trim_due = True
 
 
 class Daemon:

@@ -12,7 +12,8 @@ import yaml
 from structlog.testing import capture_logs
 
 from hangupsms.config import load_config
-from hangupsms.daemon import CallPipeline, Daemon
+from hangupsms.daemon import Daemon
+from hangupsms.pipeline import CallPipeline
 from hangupsms.replay import AmiReplayServer
 from hangupsms.store import Store
 from tests.lab import SECRET, TRANSCRIPTS, USER, DaemonLog, fake_twilio, lab_config
