@@ -39,4 +39,8 @@ def build_provider(cfg: ProviderConfig, *, console: TextIO | None = None) -> Sms
         from hangupsms.providers.twilio import TwilioProvider
 
         return TwilioProvider(cfg, lookup_limit=cfg.lookup_limit)
+    if cfg.kind == "http":
+        from hangupsms.providers.http import HttpGatewayProvider
+
+        return HttpGatewayProvider(cfg)
     raise ValueError(f"unknown provider kind {cfg.kind!r}")
