@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--until", help="YYYY-MM-DD[THH:MM] in the configured timezone")
     history.add_argument("--limit", type=int, default=200)
     with_config("stats", "count messages by state")
+    erase = with_config("erase", "remove a phone number (and its calls' personal data)")
+    erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -102,6 +104,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return asyncio.run(_history(cfg, args, out))
         case "stats":
             return asyncio.run(_stats(cfg, out))
+        case "erase":
+            return asyncio.run(_erase(cfg, args.number, out))
     raise AssertionError(args.command)
 
 
@@ -188,6 +192,21 @@ async def _stats(cfg: Config, out: TextIO) -> int:
     for state, count in counts.items():
         print(f"{state}: {count}", file=out)
     print(f"total: {sum(counts.values())}", file=out)
+    return EXIT_OK
+
+
+async def _erase(cfg: Config, number: str, out: TextIO) -> int:
+    from hangupsms.erase import erase_number
+    from hangupsms.phone import check_number
+
+    checked = check_number(number, cfg.phone)
+    store = await Store.open(cfg.database)
+    try:
+        done = await erase_number(store, [number, checked.e164 or ""])
+    finally:
+        await store.close()
+    print(f"erased: {done.calls} call(s) pseudonymised, {done.messages} message(s) cleared, "
+          f"{done.journal_rows} journal row(s) deleted; database rebuilt", file=out)
     return EXIT_OK
 
 

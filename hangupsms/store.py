@@ -426,6 +426,11 @@ class Store:
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
 
+    async def execute_outside_transaction(self, sql: str) -> None:
+        """A statement that cannot run inside a transaction (VACUUM, checkpoints, PRAGMAs)."""
+        async with self._lock, self._db.execute(sql) as cursor:
+            await cursor.fetchall()  # a PRAGMA's answer row, read so the statement ends
+
     async def writable(self) -> bool:
         """Whether a write transaction can start now (the watchdog's database check)."""
         try:
