@@ -21,56 +21,52 @@ from hangupsms.models import Direction, Disposition
 from hangupsms.phone import check_number
 from hangupsms.render import sandbox
 from hangupsms.settings import (
-    EMPTY as EMPTY,
-)
-from hangupsms.settings import (
-    GATEWAY_VARIABLES as GATEWAY_VARIABLES,
-)
-from hangupsms.settings import (
-    AgentConfig as AgentConfig,
-)
-from hangupsms.settings import (
-    AgiConfig as AgiConfig,
-)
-from hangupsms.settings import (
-    Config as Config,
-)
-from hangupsms.settings import (
-    JsonTemplate as JsonTemplate,
-)
-from hangupsms.settings import (
-    PbxConfig as PbxConfig,
-)
-from hangupsms.settings import (
-    PhoneConfig as PhoneConfig,
-)
-from hangupsms.settings import (
-    ProviderConfig as ProviderConfig,
-)
-from hangupsms.settings import (
-    Rule as Rule,
-)
-from hangupsms.settings import (
-    RuleMatch as RuleMatch,
-)
-from hangupsms.settings import (
-    RuleSend as RuleSend,
-)
-from hangupsms.settings import (
-    TemplateConfig as TemplateConfig,
-)
-from hangupsms.settings import (
-    TimeWindow as TimeWindow,
+    EMPTY,
+    GATEWAY_VARIABLES,
+    AgentConfig,
+    AgiConfig,
+    Config,
+    JsonTemplate,
+    PbxConfig,
+    PhoneConfig,
+    ProviderConfig,
+    RetentionConfig,
+    Rule,
+    RuleMatch,
+    RuleSend,
+    TemplateConfig,
+    TimeWindow,
 )
 from hangupsms.yamlnodes import At, NodeReader
 from hangupsms.yamlnodes import ConfigError as ConfigError
+
+__all__ = [
+    "EMPTY",
+    "GATEWAY_VARIABLES",
+    "AgentConfig",
+    "AgiConfig",
+    "Config",
+    "ConfigError",
+    "JsonTemplate",
+    "PbxConfig",
+    "PhoneConfig",
+    "ProviderConfig",
+    "RetentionConfig",
+    "Rule",
+    "RuleMatch",
+    "RuleSend",
+    "TemplateConfig",
+    "TimeWindow",
+    "load_config",
+    "parse_config",
+]
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
-    "max_customer_name", "agi",
+    "max_customer_name", "agi", "retention",
 )  # fmt: skip
 _TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 _PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
@@ -119,8 +115,16 @@ def parse_config(
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
         max_customer_name=64 if name_cap is None else reader.integer(name_cap, 1, 1000),
         agi=_agi(reader, top.get("agi"), pbx_list),
+        retention=_retention(reader, top.get("retention")),
         source=source,
     )
+
+
+def _retention(reader: NodeReader, at: At | None) -> RetentionConfig | None:
+    if at is None:
+        return None
+    nodes = reader.mapping(at, ("days", "every_hours"), ("days",))
+    return reader.fill(nodes, RetentionConfig, {"days": (1, None)})
 
 
 def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiConfig | None:

@@ -85,9 +85,11 @@ class Daemon:
                 reloader = group.create_task(self._reloader(pipeline), name="reloader")
                 watchdog = group.create_task(self._watchdog(consumer, sender, store),
                                              name="watchdog")
+                retention = group.create_task(self._retention(store), name="retention")
                 await self.stop.wait()
                 reloader.cancel()
                 watchdog.cancel()
+                retention.cancel()
                 await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
             if self.agi is not None:
@@ -133,6 +135,16 @@ class Daemon:
             else:
                 self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+    async def _retention(self, store: Store) -> None:
+        """Delete records older than `retention.days`, at start and every `every_hours`."""
+        while (retention := self.cfg.retention) is not None:
+            cutoff = time.time() - retention.days * 86_400
+            calls, messages = await store.purge_before(cutoff)
+            if calls:
+                log.info("retention.purged", calls=calls, messages=messages,
+                         older_than_days=retention.days)
+            await asyncio.sleep(retention.every_hours * 3600)
 
     def reload(self, pipeline: CallPipeline) -> bool:
         """Apply a valid new configuration for the next call; keep the old one otherwise.

@@ -178,6 +178,14 @@ class AgiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """`retention:`: records older than `days` are deleted every `every_hours` (off if absent)."""
+
+    days: int = 365
+    every_hours: float = 6.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     pbx: tuple[PbxConfig, ...]
     database: Path
@@ -189,4 +197,5 @@ class Config:
     agents: Mapping[str, AgentConfig] = field(default_factory=dict)
     max_customer_name: int = 64  # caller-controlled text is cut to this many characters
     agi: AgiConfig | None = None
+    retention: RetentionConfig | None = None
     source: str = ""

@@ -426,6 +426,31 @@ class Store:
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
 
+    async def purge_before(self, cutoff: float) -> tuple[int, int]:
+        """Delete calls that ended before `cutoff` with their messages and attempts.
+
+        Messages still waiting (pending, sending, checking, unknown) keep their call.
+        Returns (calls, messages) deleted.
+        """
+        async with self.transaction() as db:
+            async with db.execute(
+                "SELECT id FROM calls WHERE ended_at < ? AND id NOT IN (SELECT call_id FROM"
+                " messages WHERE state IN ('pending', 'sending', 'checking', 'unknown',"
+                " 'deferred'))", (cutoff,),
+            ) as cursor:
+                call_ids = [(row[0],) for row in await cursor.fetchall()]
+            await db.executemany(
+                "DELETE FROM attempts WHERE message_id IN"
+                " (SELECT id FROM messages WHERE call_id = ?)", call_ids)
+            messages = 0
+            for (call_id,) in call_ids:
+                async with db.execute("DELETE FROM messages WHERE call_id = ?",
+                                      (call_id,)) as cursor:
+                    messages += cursor.rowcount
+            await db.executemany("DELETE FROM calls WHERE id = ?", call_ids)
+        calls = len(call_ids)
+        return calls, messages
+
     async def execute_outside_transaction(self, sql: str) -> None:
         """A statement that cannot run inside a transaction (VACUUM, checkpoints, PRAGMAs)."""
         async with self._lock, self._db.execute(sql) as cursor:

@@ -481,3 +481,11 @@ def test_a_retry_budget_of_zero_is_refused_with_its_key() -> None:
                             '    from: "+447700900000"\n    max_attempts: 0\n')
     assert error.path == "providers.twilio.max_attempts"
     assert error.line == line_of(changed, "max_attempts")
+
+
+def test_retention_needs_days_and_reads_its_schedule() -> None:
+    cfg = parse_config(BASE + "retention: {days: 90, every_hours: 1}\n", "t.yaml", environ={})
+    assert cfg.retention is not None
+    assert (cfg.retention.days, cfg.retention.every_hours) == (90, 1.0)
+    _, error = broken("rules:", "retention: {every_hours: 1}\nrules:")
+    assert error.path == "retention.days"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -113,5 +114,27 @@ async def test_wal_and_full_sync_are_set(tmp_path: Path) -> None:
         with sqlite3.connect(tmp_path / "h.db") as db:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        await store.close()
+
+
+async def test_retention_purges_old_finished_calls_and_keeps_waiting_ones(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        old_done = dataclasses.replace(_call("1.1"), ended_at=1000.0)
+        old_waiting = dataclasses.replace(_call("1.2"), ended_at=1000.0)
+        recent = dataclasses.replace(_call("1.3"), ended_at=5000.0)
+        for call in (old_done, old_waiting, recent):
+            await store.record_call(call, "+447700900123", _planned(), now=10.0)
+        (first, *_) = await store.claim_due(now=10.0, limit=1)
+        await store.finish(first.id, MessageState.SENT, 11.0, outcome="accepted")
+        # The other two calls' `thanks` messages are still pending: old_waiting must stay.
+        done_call = (await store.calls())[0]
+        assert done_call["linkedid"] == "1.1"
+        assert await store.purge_before(2000.0) == (1, 2)
+        assert [c["linkedid"] for c in await store.calls()] == ["1.2", "1.3"]
+        assert await store.attempts(first.id) == []
     finally:
         await store.close()
