@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,3 +94,14 @@ class DaemonLog:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines if line.get("event") == name]
+
+
+async def start_daemon_process(config: Path) -> tuple[asyncio.subprocess.Process, DaemonLog]:
+    """`hangupsms run -c config` as a child process, its JSON log lines readable as they come."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hangupsms", "run", "-c", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    return process, DaemonLog(process.stderr)

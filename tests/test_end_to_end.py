@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,11 +18,11 @@ from tests.lab import (
     SECRET,
     TRANSCRIPTS,
     USER,
-    DaemonLog,
     expected_linkedids,
     expected_sent,
     fake_twilio,
     lab_config,
+    start_daemon_process,
 )
 
 
@@ -41,13 +39,7 @@ async def test_run_sends_exactly_the_expected_messages_and_stops_on_sigterm(
     wanted = expected_sent()
     async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET) as ami:
         config = lab_config(tmp_path, ami_port=ami.port, twilio_url=twilio.url)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hangupsms", "run", "-c", str(config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert process.stderr is not None
-        log = DaemonLog(process.stderr)
+        process, log = await start_daemon_process(config)
         try:
             async with asyncio.timeout(60):
                 await log.until(lambda _: ami.events_done.is_set())

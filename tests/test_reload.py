@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,7 +14,7 @@ from hangupsms.daemon import Daemon
 from hangupsms.pipeline import CallPipeline
 from hangupsms.replay import AmiReplayServer
 from hangupsms.store import Store
-from tests.lab import SECRET, TRANSCRIPTS, USER, DaemonLog, fake_twilio, lab_config
+from tests.lab import SECRET, TRANSCRIPTS, USER, fake_twilio, lab_config, start_daemon_process
 from tests.test_calls import load
 
 
@@ -88,13 +86,7 @@ async def test_sighup_reloads_without_dropping_the_ami_connection(tmp_path: Path
     ) as server:
         path = lab_config(tmp_path, ami_port=server.port, twilio_url=twilio.url,
                           twilio={"rate": 100})
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hangupsms", "run", "-c", str(path),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert process.stderr is not None
-        log = DaemonLog(process.stderr)
+        process, log = await start_daemon_process(path)
         try:
             async with asyncio.timeout(30):
                 await log.until(lambda _: bool(log.events("daemon.ready")))
