@@ -1,0 +1,1 @@
+"""Benchmarks of hangupsms on generated AMI traffic: `python -m bench [--quick]`."""
