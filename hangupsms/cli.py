@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from hangupsms import logs
+from hangupsms import logs, optout
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.store import Store, StoreError
@@ -36,11 +36,12 @@ def _parser() -> argparse.ArgumentParser:
                         "warning for demo, whose output is the messages)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                               help=f"configuration file (default {DEFAULT_CONFIG})")
+
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text)
-        command.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
-                             help=f"configuration file (default {DEFAULT_CONFIG})")
-        return command
+        return sub.add_parser(name, help=help_text, parents=[config_option])
 
     with_config("run", "run the daemon")
     with_config("check", "validate the configuration and render every template")
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config("stats", "count messages by state")
     erase = with_config("erase", "remove a phone number (and its calls' personal data)")
     erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
+    optout.add_parser(sub, config_option)
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -106,6 +108,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return asyncio.run(_stats(cfg, out))
         case "erase":
             return asyncio.run(_erase(cfg, args.number, out))
+        case "optout":
+            return asyncio.run(optout.optout(cfg, args, out))
     raise AssertionError(args.command)
 
 

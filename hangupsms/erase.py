@@ -2,7 +2,8 @@
 
 Calls from the number are kept for the statistics but pseudonymised (number, name, call
 variables and the facts record blanked); messages to or about it lose their recipient,
-text and provider answers; journal rows that mention it are deleted. SQLite is told to
+text and provider answers; journal rows that mention it are deleted; a suppression of it is kept
+only as a keyed hash (see `suppression`). SQLite is told to
 zero freed pages (`secure_delete`), the WAL is checkpointed and truncated and the file
 is rebuilt (`VACUUM`), so the number is not left in free pages or the write-ahead log.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from hangupsms.store import Store
+from hangupsms.suppression import SuppressionList
 
 ERASED = "erased"
 
@@ -55,6 +57,10 @@ async def erase_number(store: Store, forms: Iterable[str]) -> Erasure:
         await db.executemany("UPDATE attempts SET detail = '' WHERE message_id = ?",
                              [(m,) for m in message_ids])
         journal = await _erase_journal(db, numbers)
+    suppressions = SuppressionList(store)
+    for number in numbers:
+        # Kept as a keyed hash: an erased person who said STOP must stay unreachable.
+        await suppressions.erase(number)
     await store.execute_outside_transaction("PRAGMA wal_checkpoint(TRUNCATE)")
     await store.execute_outside_transaction("VACUUM")
     await store.execute_outside_transaction("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -86,5 +86,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX journal_pbx ON journal (pbx, id)
     """,
+    # The suppression list: numbers that must never be texted (STOP replies, `optout add`,
+    # imports). `number` is E.164, or `erased:<hash>` after `erase` (the person stays
+    # suppressed without their number being kept). suppression_log keeps every change.
+    """
+    CREATE TABLE suppressions (
+        number TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE suppression_log (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX suppression_log_number ON suppression_log (number);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('suppression_key', hex(randomblob(32)))
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
