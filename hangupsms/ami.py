@@ -428,7 +428,7 @@ class AmiConnection:
             log.info("ami.ready", pbx=self.pbx.name, banner=self.banner, connects=self.connects)
             # On every login, not only reconnects: after a restart the journal may hold
             # calls that ended while the daemon was down.
-            survey = asyncio.create_task(self._report_live_calls(),
+            survey = asyncio.create_task(self.report_live_calls(),
                                          name=f"ami-channels-{self.pbx.name}")
             try:
                 reason = await self._serve(protocol)
@@ -444,8 +444,8 @@ class AmiConnection:
             if self.state is not ConnState.AUTH_FAILED:
                 self._set_state(ConnState.DISCONNECTED)
 
-    async def _report_live_calls(self) -> None:
-        """After a login: tell the consumer which calls Asterisk still has.
+    async def report_live_calls(self) -> None:
+        """After a login (and on request): tell the consumer which calls Asterisk still has.
 
         The answer follows, in the stream, every event sent before it, so the consumer can
         tell the calls that ended while we were away from those still going. Needs the

@@ -25,6 +25,7 @@ from hangupsms.settings import (
     GATEWAY_VARIABLES,
     AgentConfig,
     AgiConfig,
+    CdrConfig,
     Config,
     JsonTemplate,
     PbxConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "GATEWAY_VARIABLES",
     "AgentConfig",
     "AgiConfig",
+    "CdrConfig",
     "Config",
     "ConfigError",
     "JsonTemplate",
@@ -103,7 +105,7 @@ def parse_config(
     providers = read_providers(reader, top["providers"])
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
-    pbx_list = _pbx_list(reader, top["pbx"])
+    pbx_list = _pbx_list(reader, top["pbx"], base_dir or Path.cwd())
     return Config(
         pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),
@@ -143,11 +145,13 @@ def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiCo
     return agi
 
 
-def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
+def _pbx_list(reader: NodeReader, at: At, base_dir: Path) -> tuple[PbxConfig, ...]:
     out: list[PbxConfig] = []
     for item in reader.sequence(at):
         nodes = reader.mapping(item, _keys(PbxConfig), ("name", "username", "secret"))
-        pbx = reader.fill(nodes, PbxConfig, _PBX_BOUNDS)
+        cdr = nodes.get("cdr")
+        pbx = reader.fill(nodes, PbxConfig, _PBX_BOUNDS,
+                          cdr=None if cdr is None else _cdr(reader, cdr, base_dir))
         require_text(reader, nodes, "name", pbx.name)
         require_text(reader, nodes, "username", pbx.username)
         require_text(reader, nodes, "secret", pbx.secret)
@@ -157,6 +161,33 @@ def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
     if not out:
         raise reader.error(at, "at least one PBX is needed")
     return tuple(out)
+
+
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _cdr(reader: NodeReader, at: At, base_dir: Path) -> CdrConfig:
+    nodes = reader.mapping(at, _keys(CdrConfig), ("sqlite",))
+    variables: dict[str, str] = {}
+    if "variables" in nodes:
+        for name, column_at in reader.entries(nodes["variables"]):
+            variables[name] = _column(reader, column_at)
+    cdr = reader.fill(nodes, CdrConfig, sqlite=_database(reader, nodes["sqlite"], base_dir),
+                      variables=MappingProxyType(variables))
+    _column(reader, nodes.get("table"))
+    if cdr.timezone:
+        _timezone(reader, nodes["timezone"])
+    return cdr
+
+
+def _column(reader: NodeReader, at: At | None) -> str:
+    """A table or column name: quoted into SQL, so only a plain identifier is accepted."""
+    if at is None:
+        return ""
+    name = reader.text(at)
+    if not _COLUMN.fullmatch(name):
+        raise reader.error(at, f"'{name}' is not a plain SQL name (letters, digits, _)")
+    return name
 
 
 def _database(reader: NodeReader, at: At, base_dir: Path) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from hangupsms.cdrlab import CdrWriter
 from hangupsms.frames import Frame, FrameSplitter, FrameTooLarge, decode_frame, read_transcript
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,9 @@ def load_transcript(path: Path) -> list[ReplayFrame]:
     return out
 
 
+_CDR_WRITER_EVENTS = (b"Event: Newchannel\r", b"Event: VarSet\r", b"Event: Cdr\r")
+
+
 class AmiReplayServer:
     """An AMI server on 127.0.0.1 (port 0) replaying transcripts, concatenated in order.
 
@@ -73,7 +77,8 @@ class AmiReplayServer:
     connection after that many event frames; `pace` scales the recorded spacing (None: as
     fast as possible); `answer_pings=False` plays a dead peer that keeps the socket open;
     `lose_after_drop` frames after each drop happen while nobody listens, and are lost;
-    `hold_at` pauses the replay before that frame index until `released` is set.
+    `hold_at` pauses the replay before that frame index until `released` is set;
+    `cdr` writes the CDR rows of every event that happens (see cdrlab).
     CoreShowChannels lists the channels the frames so far have created and not hung up.
     """
 
@@ -81,7 +86,8 @@ class AmiReplayServer:
                  chunk_size: int | None = None, drop_after_frames: int | None = None,
                  pace: float | None = None, answer_pings: bool = True,
                  banner: bytes = BANNER, lose_after_drop: int = 0,
-                 hold_at: int | None = None) -> None:
+                 hold_at: int | None = None, cdr: CdrWriter | None = None,
+                 list_before_drop: bool = False) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -95,6 +101,10 @@ class AmiReplayServer:
         self.connections = 0
         self.lose_after_drop = lose_after_drop
         self.hold_at = hold_at  # pause before sending the frame at this index until release()
+        self.cdr = cdr  # Asterisk's CDR backend: writes rows whether anyone listens or not
+        # A drop waits until the session answered a CoreShowChannels: each session then
+        # learns which calls are live, as a client does whose link stays up for a moment.
+        self.list_before_drop = list_before_drop
         self.released = asyncio.Event()
         self.lost_frames = 0
         self.live: dict[str, str] = {}  # Uniqueid -> Linkedid of channels not yet hung up
@@ -148,6 +158,8 @@ class AmiReplayServer:
     def advance(self) -> None:
         """The frame at the cursor has happened (sent, or lost while nobody listened)."""
         raw = self.frames[self.cursor].raw
+        if self.cdr is not None and raw.startswith(_CDR_WRITER_EVENTS):
+            self.cdr.happened(decode_frame(raw))
         if raw.startswith((b"Event: Newchannel\r", b"Event: Hangup\r")):
             frame = decode_frame(raw)
             uniqueid = frame.first("Uniqueid") or ""
@@ -186,6 +198,8 @@ class _ReplaySession:
         self.authenticated = False
         self._lock = asyncio.Lock()  # one frame at a time: chunked writes must not interleave
         self._replay: asyncio.Task[None] | None = None
+        self._eof_sent = False  # half-closed by a drop: nothing more may be written
+        self._listed = asyncio.Event()  # a CoreShowChannels was answered on this session
 
     async def run(self) -> None:
         try:
@@ -237,6 +251,7 @@ class _ReplaySession:
                                   ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
             await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
                               ("EventList", "Complete"), ("ListItems", str(len(live)))])
+            self._listed.set()
         elif action == "logoff":
             await self._reply(action_id, ("Goodbye", "Thanks for all the fish."))
             return False
@@ -280,6 +295,8 @@ class _ReplaySession:
             server.advance()
             sent += 1
             if server.drop_after_frames is not None and sent >= server.drop_after_frames:
+                if server.list_before_drop:
+                    await self._listed.wait()
                 log.info("replay.dropping_connection", sent=sent, cursor=server.cursor)
                 # Like Asterisk, the calls go on while nobody listens: these are lost.
                 for _ in range(min(server.lose_after_drop, len(server.frames) - server.cursor)):
@@ -288,6 +305,7 @@ class _ReplaySession:
                 # Half-close: the client reads everything, then sees EOF and hangs up,
                 # which ends this session. A full close here could turn into a reset
                 # (our side may hold unread bytes), and a reset loses data in flight.
+                self._eof_sent = True
                 self.writer.write_eof()
                 return
         server.events_done.set()
@@ -309,7 +327,7 @@ class _ReplaySession:
         step = self.server.chunk_size or len(payload)
         async with self._lock:
             for start in range(0, len(payload), step):
-                if self.writer.is_closing():
+                if self.writer.is_closing() or self._eof_sent:
                     raise ConnectionResetError("client connection closed")
                 self.writer.write(payload[start:start + step])
                 await self.writer.drain()

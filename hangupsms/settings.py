@@ -20,6 +20,27 @@ GATEWAY_VARIABLES = ("to", "body", "message_id", "rule")
 
 
 @dataclass(frozen=True, slots=True)
+class CdrConfig:
+    """`pbx[].cdr:`, the PBX's CDR database, read when AMI events were missed.
+
+    Calls that ended while hangupsms was not connected (a restart, a crash, a network cut)
+    are finished from their CDR rows: the legs' answer, agent, billable seconds and queue.
+    `sqlite` is a `cdr_sqlite3_custom` file whose `table` has the columns uniqueid,
+    linkedid, channel, dstchannel, disposition, billsec, src, dst, dcontext, clid, lastapp,
+    lastdata, and optionally start, end and did (FreePBX's names); `variables` maps call
+    variables (HANGUPSMS_TEMPLATE …) to the columns that record them. CDR times are read in
+    `timezone` (default: the configuration's). `poll_interval`: how often a call that was
+    live across the gap, but whose start was missed, is looked for again.
+    """
+
+    sqlite: Path
+    table: str = "cdr"
+    variables: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    timezone: str = ""
+    poll_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class PbxConfig:
     name: str
     host: str = "127.0.0.1"
@@ -39,6 +60,7 @@ class PbxConfig:
     no_cel_grace: float = 2.0  # without CEL: after the last channel hung up
     call_ttl: float = 6 * 3600.0  # a call that never ends is evicted after this
     max_calls: int = 20000  # live calls tracked per PBX; the oldest is evicted beyond it
+    cdr: CdrConfig | None = None  # off when absent: calls ended in a gap use what was seen
 
 
 @dataclass(frozen=True, slots=True)
