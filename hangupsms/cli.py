@@ -17,6 +17,7 @@ import structlog
 from hangupsms import logs
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
+from hangupsms.secrecy import exposure_warning, secret_values
 from hangupsms.store import Store, StoreError
 
 EXIT_OK = 0
@@ -96,6 +97,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "demo":
         return asyncio.run(commands.demo(out, keep_db=args.db))
     cfg = load_config(args.config)
+    logs.redact(secret_values(cfg))
     match args.command:
         case "check":
             return check(cfg, out)
@@ -136,6 +138,10 @@ def check(cfg: Config, out: TextIO) -> int:
             continue
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
+    source = Path(cfg.source) if cfg.source else None
+    warning = exposure_warning(source) if source is not None and source.is_file() else None
+    if warning:
+        print(f"  warning: {warning}", file=out)
     return EXIT_CONFIG if failed else EXIT_OK
 
 
