@@ -12,11 +12,21 @@ import io
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 
-from hangupsms.amiaccess import Finding, Status
+from hangupsms.amiaccess import (
+    AccessObservation,
+    Finding,
+    Probe,
+    Status,
+    login_findings,
+    write_findings,
+)
 from hangupsms.cli import EXIT_OK, EXIT_RUNTIME, main
-from hangupsms.config import load_config
+from hangupsms.config import PbxConfig, load_config
 from hangupsms.doctor import Section, check_database, diagnose, report
+from hangupsms.frames import decode_frame
+from hangupsms.models import AmiEvent
 from hangupsms.replay import AmiReplayServer, load_transcript
 from tests.lab import FIXTURES, SECRET, USER, fake_twilio, lab_config
 
@@ -223,3 +233,53 @@ async def test_doctor_command_exits_zero_when_all_is_there(tmp_path: Path) -> No
         code = await asyncio.to_thread(main, ["doctor", "-c", str(path), "--listen", "60"],
                                        out=io.StringIO())
     assert code == EXIT_OK
+
+
+def events_of(path: Path) -> list[AmiEvent]:
+    frames = [decode_frame(f.raw) for f in load_transcript(path)]
+    return [AmiEvent("lab", f.first("Event") or "", MappingProxyType(f.as_dict()), 0.0)
+            for f in frames]
+
+
+def test_a_call_already_going_when_doctor_starts_is_not_the_test_call() -> None:
+    events = events_of(FIXTURES / "a.ami")
+    joined = AccessObservation()
+    for event in events[len(events) // 3:]:
+        joined.feed(event)
+    assert joined.test_call is None and not joined.call_over
+    assert "call" in joined.classes  # what arrived still counts as present
+    whole = AccessObservation()
+    over_at = None
+    for index, event in enumerate(events):
+        whole.feed(event)
+        if whole.call_over and over_at is None:
+            over_at = index
+    assert whole.test_call == "1796413068.0" and over_at is not None
+    # Over at the last channel's end, whichever of CEL CHAN_END or Hangup says it first (here
+    # CEL; one Hangup comes even after LINKEDID_END)...
+    assert events[over_at].get("EventName") == "CHAN_END"
+    assert not [e for e in events[over_at + 1:] if e.name == "Newchannel"]
+    # ...and LINKEDID_END comes after that: why doctor waits `settle` before judging.
+    assert any(e.get("EventName") == "LINKEDID_END" for e in events[over_at + 1:])
+    assert whole.queue_used and "LINKEDID_END" in whole.cel
+    assert whole.chanvars == {"HANGUPSMS_ORDER", "HANGUPSMS_TEMPLATE"}
+
+
+def test_an_asterisk_older_than_12_is_missing() -> None:
+    pbx = PbxConfig(name="old", username="hangupsms")
+    old = login_findings(pbx, Probe("Asterisk Call Manager/1.1", None, None))
+    assert [f.status for f in old] == [Status.MISSING]
+    assert "Asterisk 12 or later" in old[0].text
+    new = login_findings(pbx, Probe("Asterisk Call Manager/9.0.0",
+                                    {"AMIversion": "9.0.0", "AsteriskVersion": "20.5.0"}, None))
+    assert new[0].status is Status.OK and "Asterisk 20.5.0, AMI 9.0.0" in new[0].text
+
+
+def test_write_system_is_flagged_though_it_also_allows_coreshowchannels() -> None:
+    pbx = PbxConfig(name="p", username="hangupsms")
+    commands = {"Ping": "Keepalive command. (Priv: <none>)",
+                "CoreShowChannels": "List currently active channels. (Priv: system,reporting,all)",
+                "ModuleLoad": "Module management. (Priv: system,all)"}
+    found = {f.subject: f for f in write_findings(pbx, Probe("", None, commands))}
+    assert found["write reporting"].status is Status.OK
+    assert found["write extra"].text.startswith("may also run ModuleLoad (classes system)")
