@@ -288,7 +288,8 @@ class AmiConnection:
     """One AMI login to one PBX, kept alive until close(); events go to `sink`."""
 
     def __init__(self, pbx: PbxConfig, sink: EventSink, *, clock: Clock = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, events: bool = True) -> None:
+        """`events=False` logs in with events off (the `Events` action turns them on)."""
         if inspect.iscoroutinefunction(sink):
             raise TypeError("the AMI event sink must be a plain function that only enqueues")
         self.pbx = pbx
@@ -305,6 +306,7 @@ class AmiConnection:
         self._close_requested = asyncio.Event()
         self._session_task: asyncio.Task[_Outcome] | None = None
         self._running = False
+        self._events = events
 
     def _set_state(self, state: ConnState) -> None:
         if state is not self.state:
@@ -493,7 +495,7 @@ class AmiConnection:
         """None when logged in; otherwise why not (already logged)."""
         pbx = self.pbx
         login = {"Action": "Login", "Username": pbx.username, "Secret": pbx.secret,
-                 "Events": "on"}
+                 "Events": "on" if self._events else "off"}
         try:
             async with asyncio.timeout(pbx.connect_timeout):
                 self.banner = await protocol.banner

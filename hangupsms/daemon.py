@@ -11,6 +11,7 @@ from typing import TextIO
 
 import structlog
 
+from hangupsms import logs
 from hangupsms.agi import AgiServer
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.config import Config, ConfigError, load_config
@@ -18,6 +19,7 @@ from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.pipeline import CallPipeline
 from hangupsms.providers import SmsProvider, build_provider
+from hangupsms.secrecy import secret_values
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
 
@@ -175,6 +177,7 @@ class Daemon:
             return False
         try:
             new = load_config(self._config_path)
+            logs.redact(secret_values(new))
         except ConfigError as exc:
             log.error("config.reload_refused", error=str(exc))
             return False

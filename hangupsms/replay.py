@@ -27,6 +27,30 @@ log = structlog.get_logger(__name__)
 
 BANNER = b"Asterisk Call Manager/11.0.0"
 EOL = b"\r\n"
+# Some actions of Asterisk 22 and the write classes that allow each (any one of them; none:
+# every user may). ListCommands lists an action as `Name: synopsis (Priv: classes,all)`,
+# `(Priv: <none>)` for those every user may run.
+ACTION_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Login": ("Login Manager.", ()),
+    "Logoff": ("Logoff Manager.", ()),
+    "Ping": ("Keepalive command.", ()),
+    "Events": ("Control Event Flow.", ()),
+    "ListCommands": ("List available manager commands.", ()),
+    "CoreSettings": ("Show PBX core settings (version etc).", ("system", "reporting")),
+    "CoreShowChannels": ("List currently active channels.", ("system", "reporting")),
+    "Status": ("List channel status.", ("system", "call", "reporting")),
+    "Getvar": ("Gets a channel variable or function value.", ("call", "reporting")),
+    "Setvar": ("Sets a channel variable or function value.", ("call",)),
+    "Hangup": ("Hangup channel.", ("system", "call")),
+    "Redirect": ("Redirect (transfer) a call.", ("call",)),
+    "Originate": ("Originate a call.", ("originate",)),
+    "Command": ("Execute Asterisk CLI Command.", ("command",)),
+    "GetConfig": ("Retrieve configuration.", ("system", "config")),
+    "UpdateConfig": ("Update basic configuration.", ("config",)),
+    "UserEvent": ("Send an arbitrary event.", ("user",)),
+    "AGI": ("Add an AGI command to execute by Async AGI.", ("agi",)),
+}
+_ACTION_NAMES = {name.lower(): name for name in ACTION_CLASSES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +104,8 @@ class AmiReplayServer:
     `hold_at` pauses the replay before that frame index until `released` is set;
     `cdr` writes the CDR rows of every event that happens (see cdrlab).
     CoreShowChannels lists the channels the frames so far have created and not hung up.
+    `write_classes` plays a manager user's `write =`: actions of ACTION_CLASSES it does not
+    allow get `Permission denied`, and ListCommands lists only the others (None: all).
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
@@ -87,7 +113,8 @@ class AmiReplayServer:
                  pace: float | None = None, answer_pings: bool = True,
                  banner: bytes = BANNER, lose_after_drop: int = 0,
                  hold_at: int | None = None, cdr: CdrWriter | None = None,
-                 list_before_drop: bool = False) -> None:
+                 list_before_drop: bool = False,
+                 write_classes: frozenset[str] | None = None) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -105,6 +132,7 @@ class AmiReplayServer:
         # A drop waits until the session answered a CoreShowChannels: each session then
         # learns which calls are live, as a client does whose link stays up for a moment.
         self.list_before_drop = list_before_drop
+        self.write_classes = write_classes
         self.released = asyncio.Event()
         self.lost_frames = 0
         self.live: dict[str, str] = {}  # Uniqueid -> Linkedid of channels not yet hung up
@@ -154,6 +182,14 @@ class AmiReplayServer:
         """Wait until `predicate()` holds; it is checked after every change of the counters."""
         while not predicate():
             await self._changed.wait()
+
+    def allows(self, action: str) -> bool:
+        """Whether the manager user may run `action` (unknown actions: yes, as before)."""
+        name = _ACTION_NAMES.get(action.lower())
+        if self.write_classes is None or name is None or "all" in self.write_classes:
+            return True
+        needed = ACTION_CLASSES[name][1]
+        return not needed or bool(self.write_classes.intersection(needed))
 
     def advance(self) -> None:
         """The frame at the cursor has happened (sent, or lost while nobody listened)."""
@@ -234,6 +270,14 @@ class _ReplaySession:
             return await self._login(frame, action_id)
         if not self.authenticated:
             await self._reply(action_id, ("Error", "Authentication Required"))
+        elif not self.server.allows(action):
+            await self._reply(action_id, ("Error", "Permission denied"))
+        elif action == "listcommands":
+            await self._list_commands(action_id)
+        elif action == "coresettings":
+            await self._reply(action_id, ("Success", None), ("AMIversion", "11.0.0"),
+                              ("AsteriskVersion", "22.10.1"), ("SystemName", ""),
+                              ("CoreCDRenabled", "Yes"), ("CoreHTTPenabled", "No"))
         elif action == "ping":
             if self.server.answer_pings:
                 stamp = f"{time.time():.6f}"
@@ -258,6 +302,13 @@ class _ReplaySession:
         else:
             await self._reply(action_id, ("Error", "Invalid/unknown command"))
         return True
+
+    async def _list_commands(self, action_id: str | None) -> None:
+        listed = [
+            (name, f"{synopsis} (Priv: {','.join((*classes, 'all')) if classes else '<none>'})")
+            for name, (synopsis, classes) in ACTION_CLASSES.items() if self.server.allows(name)
+        ]
+        await self._reply(action_id, ("Success", None), *listed)
 
     async def _login(self, frame: Frame, action_id: str | None) -> bool:
         if (frame.first("Username"), frame.first("Secret")) != (self.server.username,

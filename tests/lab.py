@@ -103,10 +103,11 @@ class DaemonLog:
         return [line for line in self.lines if line.get("event") == name]
 
 
-async def start_daemon_process(config: Path) -> tuple[asyncio.subprocess.Process, DaemonLog]:
+async def start_daemon_process(config: Path, *, log_level: str = "info"
+                               ) -> tuple[asyncio.subprocess.Process, DaemonLog]:
     """`hangupsms run -c config` as a child process, its JSON log lines readable as they come."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hangupsms", "run", "-c", str(config),
+        sys.executable, "-m", "hangupsms", "--log-level", log_level, "run", "-c", str(config),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
