@@ -100,10 +100,10 @@ def parse_config(
     reader = NodeReader(source, os.environ if environ is None else environ)
     top = reader.mapping(reader.document(text), _TOP_KEYS, _TOP_REQUIRED)
     phone = _phone(reader, top.get("phone"))
-    providers = read_providers(reader, top["providers"])
+    pbx_list = _pbx_list(reader, top["pbx"])
+    providers = read_providers(reader, top["providers"], [p.name for p in pbx_list])
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
-    pbx_list = _pbx_list(reader, top["pbx"])
     return Config(
         pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),

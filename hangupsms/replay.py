@@ -36,6 +36,22 @@ class ReplayFrame:
     delay: float  # seconds after the previous event frame of the same recording
 
 
+@dataclass(frozen=True, slots=True)
+class ModemAnswer:
+    """How the fake GSM modem answers one DongleSendSMS / QuectelSendSMS, as chan_dongle does.
+
+    `response` None never answers (the client's action times out); `drop` closes the
+    connection instead of answering, after the action was read.
+    """
+
+    response: str | None = "Success"
+    message: str = "SMS queued for send"
+    drop: bool = False
+
+
+SMS_ACTIONS = ("donglesendsms", "quectelsendsms")
+
+
 def load_transcript(path: Path) -> list[ReplayFrame]:
     """The `Event:` frames of a transcript, spaced as its `.timing` file says (0 without one)."""
     data = path.read_bytes()
@@ -75,13 +91,18 @@ class AmiReplayServer:
     `lose_after_drop` frames after each drop happen while nobody listens, and are lost;
     `hold_at` pauses the replay before that frame index until `released` is set.
     CoreShowChannels lists the channels the frames so far have created and not hung up.
+
+    `modem` plays a GSM modem behind chan_dongle / chan_quectel: its answers are used in
+    order, then every send succeeds; each send action is kept in `sms`. Without it (None)
+    the PBX has no such module and those actions are unknown commands.
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
                  chunk_size: int | None = None, drop_after_frames: int | None = None,
                  pace: float | None = None, answer_pings: bool = True,
                  banner: bytes = BANNER, lose_after_drop: int = 0,
-                 hold_at: int | None = None) -> None:
+                 hold_at: int | None = None,
+                 modem: Sequence[ModemAnswer] | None = None) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -103,6 +124,8 @@ class AmiReplayServer:
         self.login_failures = 0
         self.actions: collections.Counter[str] = collections.Counter()
         self.events_done = asyncio.Event()
+        self.modem = None if modem is None else collections.deque(modem)
+        self.sms: list[dict[str, str]] = []  # every send action's headers but ActionID
         self._server: asyncio.Server | None = None
         self._sessions: set[_ReplaySession] = set()
         self._changed = asyncio.Event()
@@ -237,11 +260,29 @@ class _ReplaySession:
                                   ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
             await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
                               ("EventList", "Complete"), ("ListItems", str(len(live)))])
+        elif action in SMS_ACTIONS and self.server.modem is not None:
+            return await self._send_sms(frame, action_id, self.server.modem)
         elif action == "logoff":
             await self._reply(action_id, ("Goodbye", "Thanks for all the fish."))
             return False
         else:
             await self._reply(action_id, ("Error", "Invalid/unknown command"))
+        return True
+
+    async def _send_sms(self, frame: Frame, action_id: str | None,
+                        answers: collections.deque[ModemAnswer]) -> bool:
+        """Answer a send as chan_dongle's manager.c does; False when the answer is a hang-up."""
+        server = self.server
+        server.sms.append({k: v for k, v in frame.headers if k.lower() != "actionid"})
+        server._notify()
+        answer = answers.popleft() if answers else ModemAnswer()
+        if answer.drop:
+            return False
+        if answer.response is not None:
+            device = frame.first("Device") or ""
+            ident = f"0x{0x55D0C5A3E000 + 64 * len(server.sms):x}"
+            await self._reply(action_id, (answer.response, f"[{device}] {answer.message}"),
+                              ("ID", ident if answer.response == "Success" else "(nil)"))
         return True
 
     async def _login(self, frame: Frame, action_id: str | None) -> bool:

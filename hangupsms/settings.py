@@ -75,7 +75,7 @@ class ProviderConfig:
     """
 
     name: str
-    kind: str  # "twilio" | "http" | "console"
+    kind: str  # "twilio" | "http" | "ami-gsm" | "console"
     account_sid: str = ""
     auth_token: str = field(default="", repr=False)
     from_: str = ""  # YAML key `from`
@@ -96,6 +96,11 @@ class ProviderConfig:
     success_json_path: str = ""  # http
     success_value: str | None = None  # http
     id_json_path: str = ""  # http
+    pbx: str = ""  # ami-gsm: the configured PBX whose AMI connection carries the action
+    module: str = "dongle"  # ami-gsm: "dongle" (chan_dongle) or "quectel" (chan_quectel)
+    device: str = ""  # ami-gsm: the modem's name in dongle.conf / quectel.conf
+    validity: int | None = None  # ami-gsm, dongle only: minutes the network keeps trying
+    report: bool = False  # ami-gsm, dongle only: ask the network for a delivery report
 
 
 @dataclass(frozen=True, slots=True)
