@@ -64,12 +64,12 @@ __all__ = [
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-_TOP_KEYS = (
+TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
     "max_customer_name", "agi", "retention",
 )  # fmt: skip
-_TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
-_PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
+TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
+PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
 _RECIPIENTS = ("customer", "agent")
 
 
@@ -98,7 +98,7 @@ def parse_config(
     A relative `database` is taken from `base_dir`, by default the current directory.
     """
     reader = NodeReader(source, os.environ if environ is None else environ)
-    top = reader.mapping(reader.document(text), _TOP_KEYS, _TOP_REQUIRED)
+    top = reader.mapping(reader.document(text), TOP_KEYS, TOP_REQUIRED)
     phone = _phone(reader, top.get("phone"))
     pbx_list = _pbx_list(reader, top["pbx"])
     providers = read_providers(reader, top["providers"], [p.name for p in pbx_list])
@@ -147,7 +147,7 @@ def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
     out: list[PbxConfig] = []
     for item in reader.sequence(at):
         nodes = reader.mapping(item, _keys(PbxConfig), ("name", "username", "secret"))
-        pbx = reader.fill(nodes, PbxConfig, _PBX_BOUNDS)
+        pbx = reader.fill(nodes, PbxConfig, PBX_BOUNDS)
         require_text(reader, nodes, "name", pbx.name)
         require_text(reader, nodes, "username", pbx.username)
         require_text(reader, nodes, "secret", pbx.secret)

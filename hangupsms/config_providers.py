@@ -19,29 +19,31 @@ from hangupsms.settings import GATEWAY_VARIABLES, JsonTemplate, ProviderConfig
 from hangupsms.yamlnodes import BOOL, FLOAT, INT, NULL, At, NodeReader
 
 # RetryPolicy fields a provider entry may set (batch and idle_poll are the sender's own).
-_RETRY_KEYS = (
+RETRY_KEYS = (
     "max_attempts", "max_age", "base_delay", "max_delay", "throttle_delay", "lookup_settle",
     "lookup_delay", "max_lookups", "clock_skew",
 )  # fmt: skip
-_RETRY_BOUNDS = {"max_attempts": (1, None), "max_lookups": (1, None)}
-_PROVIDER_KEYS = {
+RETRY_BOUNDS = {"max_attempts": (1, None), "max_lookups": (1, None)}
+PROVIDER_KEYS = {
     "twilio": (
         "kind", "account_sid", "auth_token", "from", "messaging_service_sid", "api_url",
-        "timeout", "rate", "lookup_limit", *_RETRY_KEYS,
+        "timeout", "rate", "lookup_limit", *RETRY_KEYS,
     ),
     "http": (
         "kind", "method", "url", "headers", "form", "json", "query", "success_status",
-        "success_json_path", "success_value", "id_json_path", "timeout", "rate", *_RETRY_KEYS,
+        "success_json_path", "success_value", "id_json_path", "timeout", "rate", *RETRY_KEYS,
     ),
     "ami-gsm": (
         "kind", "pbx", "module", "device", "validity", "report", "timeout", "rate",
-        *_RETRY_KEYS,
+        *RETRY_KEYS,
     ),
-    "console": ("kind", "timeout", "rate", *_RETRY_KEYS),
+    "console": ("kind", "timeout", "rate", *RETRY_KEYS),
 }  # fmt: skip
-_GSM_MODULES = ("dongle", "quectel")
+PROVIDER_REQUIRED = {"twilio": ("account_sid", "auth_token"), "http": ("url",),
+                     "ami-gsm": ("device",)}
+GSM_MODULES = ("dongle", "quectel")
 # The longest relative validity an SMS-SUBMIT can ask for (TP-VP 255: 63 weeks), in minutes.
-_MAX_VALIDITY = 63 * 7 * 24 * 60
+MAX_VALIDITY = 63 * 7 * 24 * 60
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 
 
@@ -64,11 +66,10 @@ def _provider(reader: NodeReader, name: str, at: At, pbx: Collection[str]) -> Pr
     kind_at = dict(reader.entries(at)).get("kind")
     if kind_at is None:
         raise reader.error(At(at.node, at.child("kind"), at.line), "missing (required)")
-    kind = reader.choice(kind_at, tuple(_PROVIDER_KEYS), "provider kind")
-    required = {"twilio": ("account_sid", "auth_token"), "http": ("url",),
-                "ami-gsm": ("device",)}.get(kind, ())
-    nodes = reader.mapping(at, _PROVIDER_KEYS[kind], required)
-    retry = reader.fill(nodes, RetryPolicy, _RETRY_BOUNDS)
+    kind = reader.choice(kind_at, tuple(PROVIDER_KEYS), "provider kind")
+    required = PROVIDER_REQUIRED.get(kind, ())
+    nodes = reader.mapping(at, PROVIDER_KEYS[kind], required)
+    retry = reader.fill(nodes, RetryPolicy, RETRY_BOUNDS)
     if kind == "ami-gsm":
         return _gsm(reader, at, nodes, name, retry, pbx)
     gateway = _GatewayParts(reader) if kind == "http" else None
@@ -194,11 +195,11 @@ def _gsm(
     pbx: Collection[str],
 ) -> ProviderConfig:
     """An `ami-gsm` entry: which PBX's AMI connection, which channel driver, which modem."""
-    bounds = {"validity": (1, _MAX_VALIDITY)}
+    bounds = {"validity": (1, MAX_VALIDITY)}
     provider = reader.fill(nodes, ProviderConfig, bounds, name=name, kind="ami-gsm", retry=retry)
     require_text(reader, nodes, "device", provider.device)
     if "module" in nodes:
-        reader.choice(nodes["module"], _GSM_MODULES, "module")
+        reader.choice(nodes["module"], GSM_MODULES, "module")
     if provider.module != "dongle":
         for key in ("validity", "report"):
             if key in nodes:
