@@ -70,6 +70,18 @@ TOP_KEYS = (
 )  # fmt: skip
 TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
+# Required keys and integer bounds of the other sections (the reference reads them too).
+PBX_REQUIRED = ("name", "username", "secret")
+PHONE_BOUNDS = {"internal_max_digits": (0, 15)}
+AGI_BOUNDS = {"port": (0, 65535)}
+RETENTION_REQUIRED = ("days",)
+RETENTION_BOUNDS = {"days": (1, None)}
+TEMPLATE_REQUIRED = ("text",)
+MAX_SEGMENTS = (1, 20)
+MAX_CUSTOMER_NAME = (1, 1000)
+RULE_REQUIRED = ("name", "send")
+SEND_REQUIRED = ("template", "to", "via")
+WINDOW_REQUIRED = ("from", "to")
 _RECIPIENTS = ("customer", "agent")
 
 
@@ -113,7 +125,7 @@ def parse_config(
         templates=MappingProxyType(templates),
         rules=_rules(reader, top["rules"], _Targets(templates, providers, phone)),
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
-        max_customer_name=64 if name_cap is None else reader.integer(name_cap, 1, 1000),
+        max_customer_name=64 if name_cap is None else reader.integer(name_cap, *MAX_CUSTOMER_NAME),
         agi=_agi(reader, top.get("agi"), pbx_list),
         retention=_retention(reader, top.get("retention")),
         source=source,
@@ -123,15 +135,15 @@ def parse_config(
 def _retention(reader: NodeReader, at: At | None) -> RetentionConfig | None:
     if at is None:
         return None
-    nodes = reader.mapping(at, ("days", "every_hours"), ("days",))
-    return reader.fill(nodes, RetentionConfig, {"days": (1, None)})
+    nodes = reader.mapping(at, _keys(RetentionConfig), RETENTION_REQUIRED)
+    return reader.fill(nodes, RetentionConfig, RETENTION_BOUNDS)
 
 
 def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiConfig | None:
     if at is None:
         return None
-    nodes = reader.mapping(at, ("host", "port", "deadline", "pbx"), ())
-    agi = reader.fill(nodes, AgiConfig, {"port": (0, 65535)})
+    nodes = reader.mapping(at, _keys(AgiConfig), ())
+    agi = reader.fill(nodes, AgiConfig, AGI_BOUNDS)
     names = [p.name for p in pbx]
     if not agi.pbx:
         if len(names) != 1:
@@ -146,7 +158,7 @@ def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiCo
 def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
     out: list[PbxConfig] = []
     for item in reader.sequence(at):
-        nodes = reader.mapping(item, _keys(PbxConfig), ("name", "username", "secret"))
+        nodes = reader.mapping(item, _keys(PbxConfig), PBX_REQUIRED)
         pbx = reader.fill(nodes, PbxConfig, PBX_BOUNDS)
         require_text(reader, nodes, "name", pbx.name)
         require_text(reader, nodes, "username", pbx.username)
@@ -180,7 +192,7 @@ def _phone(reader: NodeReader, at: At | None) -> PhoneConfig:
     if at is None:
         return PhoneConfig()
     nodes = reader.mapping(at, _keys(PhoneConfig))
-    phone = reader.fill(nodes, PhoneConfig, {"internal_max_digits": (0, 15)})
+    phone = reader.fill(nodes, PhoneConfig, PHONE_BOUNDS)
     if "number_check" in nodes:
         reader.choice(nodes["number_check"], ("valid", "possible"), "number check")
     default = _region(reader, nodes["default_region"]) if "default_region" in nodes else None
@@ -207,10 +219,10 @@ def _templates(reader: NodeReader, at: At) -> dict[str, TemplateConfig]:
     for name, item in reader.entries(at):
         max_segments: int | None = None
         if isinstance(item.node, yaml.MappingNode):
-            nodes = reader.mapping(item, ("text", "max_segments"), ("text",))
+            nodes = reader.mapping(item, ("text", "max_segments"), TEMPLATE_REQUIRED)
             text_at = nodes["text"]
             if "max_segments" in nodes:
-                max_segments = reader.integer(nodes["max_segments"], 1, 20)
+                max_segments = reader.integer(nodes["max_segments"], *MAX_SEGMENTS)
         else:
             text_at = item
         text = reader.text(text_at)
@@ -258,7 +270,7 @@ class _Targets:
 def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
     out: list[Rule] = []
     for item in reader.sequence(at):
-        nodes = reader.mapping(item, ("name", "when", "send"), ("name", "send"))
+        nodes = reader.mapping(item, ("name", "when", "send"), RULE_REQUIRED)
         name = reader.text(nodes["name"])
         require_text(reader, nodes, "name", name)
         if name in {rule.name for rule in out}:
@@ -269,7 +281,7 @@ def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
 
 
 def _send(reader: NodeReader, at: At, targets: _Targets) -> RuleSend:
-    nodes = reader.mapping(at, ("template", "to", "via"), ("template", "to", "via"))
+    nodes = reader.mapping(at, SEND_REQUIRED, SEND_REQUIRED)
     template = reader.choice(nodes["template"], tuple(targets.templates), "template")
     via = reader.choice(nodes["via"], tuple(targets.providers), "provider")
     to = reader.text(nodes["to"])
@@ -315,7 +327,7 @@ def _windows(reader: NodeReader, at: At) -> tuple[TimeWindow, ...]:
 
 def _window(reader: NodeReader, at: At) -> TimeWindow:
     """`{days: [mon, fri], from: "09:00", to: "17:30"}`; `days` defaults to every day."""
-    nodes = reader.mapping(at, ("days", "from", "to"), ("from", "to"))
+    nodes = reader.mapping(at, ("days", "from", "to"), WINDOW_REQUIRED)
     days = frozenset(range(7))
     if "days" in nodes:
         days = frozenset(reader.weekday(item) for item in reader.items(nodes["days"]))

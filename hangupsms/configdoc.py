@@ -22,7 +22,21 @@ from functools import cache
 from types import NoneType, UnionType
 from typing import Any
 
-from hangupsms.config import PBX_BOUNDS, TOP_REQUIRED
+from hangupsms.config import (
+    AGI_BOUNDS,
+    MAX_CUSTOMER_NAME,
+    MAX_SEGMENTS,
+    PBX_BOUNDS,
+    PBX_REQUIRED,
+    PHONE_BOUNDS,
+    RETENTION_BOUNDS,
+    RETENTION_REQUIRED,
+    RULE_REQUIRED,
+    SEND_REQUIRED,
+    TEMPLATE_REQUIRED,
+    TOP_REQUIRED,
+    WINDOW_REQUIRED,
+)
 from hangupsms.config_providers import (
     GSM_MODULES,
     MAX_VALIDITY,
@@ -278,10 +292,48 @@ KIND_DOCS = {
 
 def sections() -> tuple[Section, ...]:
     """Every mapping of the file, the top level first."""
-    agent = section_ref("agent", "agent")
+    region = Shape({"type": "string", "pattern": "^[A-Za-z]{2}$"}, "region code")
+    phone = keys_of(PhoneConfig, bounds=PHONE_BOUNDS, overrides={
+        "default_region": region, "allowed_regions": one_or_list(region),
+        "number_check": choice("valid", "possible")})
+    send_to = Shape({"anyOf": [{"enum": ["customer", "agent"]}, TEXT]},
+                    "`customer` \\| `agent` \\| a number")
+    return (
+        Section("top", "", docstring(Config), _top_keys(), TOP_REQUIRED),
+        Section("pbx", "pbx[]", docstring(PbxConfig), keys_of(PbxConfig, bounds=PBX_BOUNDS),
+                PBX_REQUIRED),
+        Section("phone", "phone", docstring(PhoneConfig), phone, ()),
+        *(Section(f"provider-{kind}", f"providers.<name> (kind: {kind})",
+                  f"{KIND_DOCS[kind]} {RETRY_NOTE}", provider_keys(kind),
+                  ("kind", *PROVIDER_REQUIRED.get(kind, ())))
+          for kind in PROVIDER_KEYS),
+        Section("template", "templates.<name>", docstring(TemplateConfig) + " A template is "
+                "that text as a string, or a mapping:",
+                keys_of(TemplateConfig, skip=("name",), bounds={"max_segments": MAX_SEGMENTS}),
+                TEMPLATE_REQUIRED),
+        Section("rule", "rules[]", docstring(Rule), keys_of(Rule, overrides={
+            "name": STRING, "when": section_ref("when", "when"),
+            "send": section_ref("send", "send")}, defaults={"when": "every call"}),
+            RULE_REQUIRED),
+        Section("when", "rules[].when", _when_doc(), _when_keys(), ()),
+        Section("window", "rules[].when.time", "One weekly window; `time` takes one or a list "
+                "(any may match), read in `timezone` at the call's end.", window_keys(),
+                WINDOW_REQUIRED),
+        Section("send", "rules[].send", docstring(RuleSend),
+                keys_of(RuleSend, overrides={"to": send_to}), SEND_REQUIRED),
+        Section("agent", "agents.<id>", docstring(AgentConfig),
+                keys_of(AgentConfig, skip=("id",)), ()),
+        Section("agi", "agi", docstring(AgiConfig), keys_of(
+            AgiConfig, bounds=AGI_BOUNDS, defaults={"pbx": "the only PBX"}), ()),
+        Section("retention", "retention", docstring(RetentionConfig), keys_of(
+            RetentionConfig, bounds=RETENTION_BOUNDS), RETENTION_REQUIRED),
+    )
+
+
+def _top_keys() -> tuple[Key, ...]:
     template = Shape({"anyOf": [TEXT, {"$ref": "#/$defs/template"}]},
                      "string, or [mapping](#template)")
-    top = keys_of(Config, skip=("source",), overrides={
+    return keys_of(Config, skip=("source",), overrides={
         "pbx": Shape({"type": "array", "items": {"$ref": "#/$defs/pbx"}, "minItems": 1},
                      "list of [pbx](#pbx)"),
         "database": STRING, "timezone": STRING,
@@ -293,53 +345,20 @@ def sections() -> tuple[Section, ...]:
                            f"mapping name → {template.label}"),
         "rules": Shape({"type": "array", "items": {"$ref": "#/$defs/rule"}},
                        "list of [rule](#rule)"),
-        "agents": mapping_of(agent, "agent id"),
-        "max_customer_name": integer(1, 1000),
+        "agents": mapping_of(section_ref("agent", "agent"), "agent id"),
+        "max_customer_name": integer(*MAX_CUSTOMER_NAME),
         "agi": section_ref("agi", "agi"), "retention": section_ref("retention", "retention"),
     }, defaults={"phone": "all defaults", "agi": "off", "retention": "off"})
-    when_lists = {name: one_or_list(STRING, min_items=1) for name in ("did", "queue", "agent")}
-    when = keys_of(RuleMatch, overrides={
-        **when_lists, "direction": choice(*Direction),
+
+
+def _when_keys() -> tuple[Key, ...]:
+    lists = {name: one_or_list(STRING, min_items=1) for name in ("did", "queue", "agent")}
+    return keys_of(RuleMatch, overrides={
+        **lists, "direction": choice(*Direction),
         "disposition": one_or_list(choice(*Disposition), min_items=1),
         "customer_number": STRING, "vars": mapping_of(STRING, "variable"),
         "time": one_or_list(section_ref("window", "window"), min_items=1),
-    }, defaults={"vars": "—"})
-    region = Shape({"type": "string", "pattern": "^[A-Za-z]{2}$"}, "region code")
-    return (
-        Section("top", "", docstring(Config), top, TOP_REQUIRED),
-        Section("pbx", "pbx[]", docstring(PbxConfig), keys_of(PbxConfig, bounds=PBX_BOUNDS),
-                ("name", "username", "secret")),
-        Section("phone", "phone", docstring(PhoneConfig), keys_of(
-            PhoneConfig, bounds={"internal_max_digits": (0, 15)}, overrides={
-                "default_region": region, "allowed_regions": one_or_list(region),
-                "number_check": choice("valid", "possible")}), ()),
-        *(Section(f"provider-{kind}", f"providers.<name> (kind: {kind})",
-                  f"{KIND_DOCS[kind]} {RETRY_NOTE}", provider_keys(kind),
-                  ("kind", *PROVIDER_REQUIRED.get(kind, ())))
-          for kind in PROVIDER_KEYS),
-        Section("template", "templates.<name>", docstring(TemplateConfig) + " A template is "
-                "that text as a string, or a mapping:",
-                keys_of(TemplateConfig, skip=("name",),
-                        bounds={"max_segments": (1, 20)}), ("text",)),
-        Section("rule", "rules[]", docstring(Rule), keys_of(Rule, overrides={
-            "name": STRING, "when": section_ref("when", "when"),
-            "send": section_ref("send", "send")}, defaults={"when": "every call"}),
-            ("name", "send")),
-        Section("when", "rules[].when", _when_doc(), when, ()),
-        Section("window", "rules[].when.time", "One weekly window; `time` takes one or a list "
-                "(any may match), read in `timezone` at the call's end.", window_keys(),
-                ("from", "to")),
-        Section("send", "rules[].send", docstring(RuleSend), keys_of(RuleSend, overrides={
-            "to": Shape({"anyOf": [{"enum": ["customer", "agent"]}, TEXT]},
-                        "`customer` \\| `agent` \\| a number")}),
-                ("template", "to", "via")),
-        Section("agent", "agents.<id>", docstring(AgentConfig),
-                keys_of(AgentConfig, skip=("id",)), ()),
-        Section("agi", "agi", docstring(AgiConfig), keys_of(
-            AgiConfig, bounds={"port": (0, 65535)}, defaults={"pbx": "the only PBX"}), ()),
-        Section("retention", "retention", docstring(RetentionConfig), keys_of(
-            RetentionConfig, bounds={"days": (1, None)}), ("days",)),
-    )
+    })
 
 
 def _when_doc() -> str:

@@ -106,6 +106,7 @@ async def test_run_texts_the_lab_calls_through_the_fake_modem(tmp_path: Path) ->
     assert {sms["Action"] for sms in ami.sms} == {"DongleSendSMS"}
     assert {sms["Device"] for sms in ami.sms} == {"dongle0"}
     assert len(log.events("sms.retry_scheduled")) == 1
+    assert not [e for e in log.lines if e.get("level") in ("error", "critical")]
     with sqlite3.connect(tmp_path / "h.db") as db:
         rows = db.execute("SELECT state, provider_id FROM messages WHERE state != 'skipped'")
         found = rows.fetchall()

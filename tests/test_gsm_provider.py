@@ -171,6 +171,7 @@ def test_classify_reads_chan_dongle_answers() -> None:
     assert odd.status is SendStatus.AMBIGUOUS
     denied = classify({"Response": "Error", "Message": "Permission denied"})
     assert denied.status is SendStatus.TRANSIENT
+    assert "write = call" in denied.detail
 
 
 async def test_an_ambiguous_send_is_never_resent_and_is_left_unknown_for_a_human(

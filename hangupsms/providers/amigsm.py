@@ -135,6 +135,9 @@ def classify(answer: Mapping[str, str]) -> SendResult:
         return SendResult(SendStatus.AMBIGUOUS, detail=f"unexpected answer {detail}")
     if reason.lower() in PERMANENT_ERRORS:
         return SendResult(SendStatus.REJECTED, error_code=reason, detail=detail)
+    if reason.lower() == "permission denied":
+        # Asterisk's answer when the manager user lacks the action's class.
+        detail += " (chan_dongle's action needs `write = call` for the manager user)"
     # Not queued: safe to retry (device not found / not connected / not registered, queue
     # full, permission denied, the module not loaded), within the retry budget.
     return SendResult(SendStatus.TRANSIENT, error_code=reason or None, detail=detail)
