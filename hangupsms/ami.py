@@ -51,6 +51,10 @@ class AmiConnectionLost(AmiError):
     """The connection dropped while an action was waiting for its response."""
 
 
+class AmiNotSent(AmiConnectionLost):
+    """The connection had already dropped: the action was never written to it."""
+
+
 class ConnState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
@@ -176,7 +180,7 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
 
     def send(self, data: Any, as_list: bool | None = False) -> Any:
         if self.lost.done():
-            raise AmiConnectionLost(self.lost.result())
+            raise AmiNotSent(self.lost.result())
         return super().send(data, as_list=as_list)
 
     def forget(self, action: Any) -> None:

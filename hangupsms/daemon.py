@@ -69,8 +69,11 @@ class Daemon:
             if recovered:
                 # Checked with the provider before anything new is sent: never sent twice.
                 log.warning("outbox.interrupted_sends_to_check", messages=recovered)
+            # A modem provider sends on the same AMI connection the events come in on.
+            links = {connection.pbx.name: connection for connection in self.connections}
             for name, pcfg in self.cfg.providers.items():
-                providers.setdefault(name, build_provider(pcfg, console=self._console))
+                providers.setdefault(name, build_provider(pcfg, console=self._console,
+                                                          ami=links))
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
                                     on_progress=self._progress.set)

@@ -61,6 +61,22 @@ class ReplayFrame:
     delay: float  # seconds after the previous event frame of the same recording
 
 
+@dataclass(frozen=True, slots=True)
+class ModemAnswer:
+    """How the fake GSM modem answers one DongleSendSMS / QuectelSendSMS, as chan_dongle does.
+
+    `response` None never answers (the client's action times out); `drop` closes the
+    connection instead of answering, after the action was read.
+    """
+
+    response: str | None = "Success"
+    message: str = "SMS queued for send"
+    drop: bool = False
+
+
+SMS_ACTIONS = ("donglesendsms", "quectelsendsms")
+
+
 def load_transcript(path: Path) -> list[ReplayFrame]:
     """The `Event:` frames of a transcript, spaced as its `.timing` file says (0 without one)."""
     data = path.read_bytes()
@@ -106,6 +122,10 @@ class AmiReplayServer:
     CoreShowChannels lists the channels the frames so far have created and not hung up.
     `write_classes` plays a manager user's `write =`: actions of ACTION_CLASSES it does not
     allow get `Permission denied`, and ListCommands lists only the others (None: all).
+
+    `modem` plays a GSM modem behind chan_dongle / chan_quectel: its answers are used in
+    order, then every send succeeds; each send action is kept in `sms`. Without it (None)
+    the PBX has no such module and those actions are unknown commands.
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
@@ -114,7 +134,8 @@ class AmiReplayServer:
                  banner: bytes = BANNER, lose_after_drop: int = 0,
                  hold_at: int | None = None, cdr: CdrWriter | None = None,
                  list_before_drop: bool = False,
-                 write_classes: frozenset[str] | None = None) -> None:
+                 write_classes: frozenset[str] | None = None,
+                 modem: Sequence[ModemAnswer] | None = None) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -141,6 +162,8 @@ class AmiReplayServer:
         self.login_failures = 0
         self.actions: collections.Counter[str] = collections.Counter()
         self.events_done = asyncio.Event()
+        self.modem = None if modem is None else collections.deque(modem)
+        self.sms: list[dict[str, str]] = []  # every send action's headers but ActionID
         self._server: asyncio.Server | None = None
         self._sessions: set[_ReplaySession] = set()
         self._changed = asyncio.Event()
@@ -286,16 +309,9 @@ class _ReplaySession:
         elif action == "events":
             await self._events(frame, action_id)
         elif action == "coreshowchannels":
-            # The channels the replay has created and not yet hung up, as Asterisk lists them.
-            live = sorted(self.server.live.items())
-            await self._reply(action_id, ("Success", "Channels will follow"),
-                              ("EventList", "start"))
-            for uniqueid, linkedid in live:
-                await self._send([("Event", "CoreShowChannel"), ("ActionID", action_id),
-                                  ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
-            await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
-                              ("EventList", "Complete"), ("ListItems", str(len(live)))])
-            self._listed.set()
+            await self._list_channels(action_id)
+        elif action in SMS_ACTIONS and self.server.modem is not None:
+            return await self._send_sms(frame, action_id, self.server.modem)
         elif action == "logoff":
             await self._reply(action_id, ("Goodbye", "Thanks for all the fish."))
             return False
@@ -303,12 +319,39 @@ class _ReplaySession:
             await self._reply(action_id, ("Error", "Invalid/unknown command"))
         return True
 
+    async def _list_channels(self, action_id: str | None) -> None:
+        """The channels the replay has created and not yet hung up, as Asterisk lists them."""
+        live = sorted(self.server.live.items())
+        await self._reply(action_id, ("Success", "Channels will follow"), ("EventList", "start"))
+        for uniqueid, linkedid in live:
+            await self._send([("Event", "CoreShowChannel"), ("ActionID", action_id),
+                              ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
+        await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
+                          ("EventList", "Complete"), ("ListItems", str(len(live)))])
+        self._listed.set()
+
     async def _list_commands(self, action_id: str | None) -> None:
         listed = [
             (name, f"{synopsis} (Priv: {','.join((*classes, 'all')) if classes else '<none>'})")
             for name, (synopsis, classes) in ACTION_CLASSES.items() if self.server.allows(name)
         ]
         await self._reply(action_id, ("Success", None), *listed)
+
+    async def _send_sms(self, frame: Frame, action_id: str | None,
+                        answers: collections.deque[ModemAnswer]) -> bool:
+        """Answer a send as chan_dongle's manager.c does; False when the answer is a hang-up."""
+        server = self.server
+        server.sms.append({k: v for k, v in frame.headers if k.lower() != "actionid"})
+        server._notify()
+        answer = answers.popleft() if answers else ModemAnswer()
+        if answer.drop:
+            return False
+        if answer.response is not None:
+            device = frame.first("Device") or ""
+            ident = f"0x{0x55D0C5A3E000 + 64 * len(server.sms):x}"
+            await self._reply(action_id, (answer.response, f"[{device}] {answer.message}"),
+                              ("ID", ident if answer.response == "Success" else "(nil)"))
+        return True
 
     async def _login(self, frame: Frame, action_id: str | None) -> bool:
         if (frame.first("Username"), frame.first("Secret")) != (self.server.username,
