@@ -17,6 +17,7 @@ from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.pipeline import CallPipeline
+from hangupsms.policystore import PolicyGate
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
@@ -71,7 +72,8 @@ class Daemon:
                 providers.setdefault(name, build_provider(pcfg, console=self._console))
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
-                                    on_progress=self._progress.set)
+                                    on_progress=self._progress.set,
+                                    gate=PolicyGate(store, self.cfg))
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
@@ -179,6 +181,8 @@ class Daemon:
                                       pbx=pbx)
         self.cfg = applied
         pipeline.reconfigure(applied)
+        if self.dispatcher is not None and self.dispatcher.gate is not None:
+            self.dispatcher.gate.cfg = applied
         log.info("config.reloaded", rules=[r.name for r in applied.rules])
         return True
 
