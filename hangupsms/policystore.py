@@ -158,10 +158,10 @@ class PolicyStore:
         prefix = destination_prefix(message.to, cfg.policy.guard.prefix_digits)
         rows = await self._store.rows(
             f"SELECT COUNT(*), COALESCE(SUM(cost), 0),"  # noqa: S608
-            f" COALESCE(SUM(attempt_started_at > ?), 0), COALESCE(SUM(CASE WHEN"
-            f" attempt_started_at > ? THEN cost ELSE 0 END), 0), COALESCE(SUM("
-            f"attempt_started_at > ? AND substr(to_number, 1, ?) = ?), 0)"
-            f" FROM messages WHERE state IN {_ATTEMPTED} AND attempt_started_at > ?",
+            f" COALESCE(SUM(attempt_started_at >= ?), 0), COALESCE(SUM(CASE WHEN"
+            f" attempt_started_at >= ? THEN cost ELSE 0 END), 0), COALESCE(SUM("
+            f"attempt_started_at >= ? AND substr(to_number, 1, ?) = ?), 0)"
+            f" FROM messages WHERE state IN {_ATTEMPTED} AND attempt_started_at >= ?",
             (hour, hour, hour, len(prefix), prefix, day))
         day_count, day_cost, hour_count, hour_cost, prefix_hour = rows[0]
         return GuardFacts(prefix, int(prefix_hour), int(hour_count), int(day_count),
