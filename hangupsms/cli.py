@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from hangupsms import logs, optout
+from hangupsms import logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.store import Store, StoreError
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     erase = with_config("erase", "remove a phone number (and its calls' personal data)")
     erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
     optout.add_parser(sub, config_option)
+    policycli.add_parsers(sub, config_option)
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -110,6 +111,10 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return asyncio.run(_erase(cfg, args.number, out))
         case "optout":
             return asyncio.run(optout.optout(cfg, args, out))
+        case "guard":
+            return asyncio.run(policycli.guard(cfg, args, out))
+        case "incident":
+            return asyncio.run(policycli.incident(cfg, args, out))
     raise AssertionError(args.command)
 
 
@@ -120,6 +125,7 @@ def check(cfg: Config, out: TextIO) -> int:
     print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}",
           file=out)
     print(f"  rules: {', '.join(r.name for r in cfg.rules)}", file=out)
+    policycli.print_policy(cfg, out)
     renderer = Renderer.from_config(cfg)
     context = worst_case_context(cfg)
     failed = False
@@ -131,6 +137,7 @@ def check(cfg: Config, out: TextIO) -> int:
             print(f"    {name}: ERROR {exc}", file=out)
             failed = True
             continue
+        rendered = policycli.with_longest_footer(cfg, name, rendered)
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
     return EXIT_CONFIG if failed else EXIT_OK

@@ -301,7 +301,8 @@ def _send(reader: NodeReader, at: At, targets: _Targets, *, default_cancel: bool
         at=reader.clock(nodes["at"], latest=23 * 60 + 59) if "at" in nodes else None,
         expires_after=duration(reader, nodes["expires_after"]) if "expires_after" in nodes
         else None,
-        cancel_if_answered=default_cancel if cancel is None else reader.flag(cancel),
+        cancel_if_answered=(default_cancel and to == "customer") if cancel is None
+        else reader.flag(cancel),
     )
 
 

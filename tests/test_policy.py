@@ -246,8 +246,9 @@ def test_a_later_answered_call_cancels_the_waiting_missed_call_text(tmp_path: Pa
 def test_only_rules_for_unanswered_calls_cancel_by_default(tmp_path: Path) -> None:
     cfg = build(reference_with(), tmp_path)
     flags = {r.name: r.send.cancel_if_answered for r in cfg.rules}
+    # The manager's alert is not about reaching the customer: it stays.
     assert flags == {"appointment": False, "thanks": False, "missed": True,
-                     "missed-alert": True, "outbound-followup": False}
+                     "missed-alert": False, "outbound-followup": False}
 
 
 def test_an_incident_notice_is_appended_once_or_replaces() -> None:
