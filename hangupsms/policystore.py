@@ -170,7 +170,9 @@ class PolicyStore:
     async def apply(self, message_id: int, decision: Decision, now: float) -> None:
         """Record a decision that stops a claimed message from going out now.
 
-        The claim counted a send attempt; none was made, so the count is given back.
+        The claim counted a send attempt; none was made, so the count is given back. A
+        deferred message's max_age counts from its new time (`due_from`): waiting for a
+        window or a cap is not staleness.
         """
         state = {Verdict.SKIP: MessageState.SKIPPED, Verdict.EXPIRE: MessageState.EXPIRED,
                  Verdict.SEND_AT: MessageState.DEFERRED, Verdict.HOLD: MessageState.HELD,
@@ -178,8 +180,9 @@ class PolicyStore:
         async with self._store.transaction() as db:
             await db.execute(
                 "UPDATE messages SET state = ?, reason = ?, send_at = COALESCE(?, send_at),"
-                " attempts = attempts - 1, updated_at = ? WHERE id = ?",
-                (state.value, decision.reason, decision.at, now, message_id))
+                " due_from = COALESCE(?, due_from), attempts = attempts - 1, updated_at = ?"
+                " WHERE id = ?",
+                (state.value, decision.reason, decision.at, decision.at, now, message_id))
             await db.execute(
                 "INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)",
                 (message_id, now, f"policy_{decision.verdict.value}", decision.reason))

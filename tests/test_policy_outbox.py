@@ -199,3 +199,22 @@ async def test_priorities_share_one_budget_across_calls(tmp_path: Path,
         # The survey came due first, but the two higher priorities held the two slots.
         assert states == {"survey": "expired", "thanks": "sent", "appointment": "sent"}
         assert len(outbox.texts_to("+447700900123")) == 2
+
+
+async def test_a_text_deferred_by_a_cap_for_a_week_is_not_too_old_to_send(
+        tmp_path: Path, clock: FakeClock) -> None:
+    """max_age (a day by default) counts from when the policy last made the message due."""
+    raw = reference_with(policy={"budget": {"max": 1, "per": "7d"}})
+    raw["rules"] = [rule(raw, "thanks")]
+    async for outbox in outbox_for(raw, tmp_path, clock):
+        first = only_call(outbox.cfg, "a")
+        await outbox.pipeline.record([first])
+        await outbox.sender.drain()
+        clock.advance(3600)
+        await outbox.pipeline.record([dataclasses.replace(first, linkedid="again")])
+        await outbox.sender.drain()
+        assert outbox.states()[("again", "thanks")][0] == "deferred"
+        clock.advance(7 * 86_400 - 3600)
+        await outbox.sender.drain()
+        assert outbox.states()[("again", "thanks")] == ("sent", None)
+        assert len(outbox.texts_to("+447700900123")) == 2
