@@ -19,6 +19,7 @@ from hangupsms.settings import (
     TimeWindow,
     default_policy,
 )
+from hangupsms.usstates import CODES
 from hangupsms.yamlnodes import At, NodeReader
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -75,7 +76,7 @@ def _category(reader: NodeReader, at: At, base: CategoryPolicy,
     nodes = reader.mapping(at, ("windows", "footers", "caps"))
     merged_windows = dict(base.windows)
     for key, item in reader.entries(nodes["windows"]) if "windows" in nodes else ():
-        merged_windows[_region_key(reader, key, item)] = windows(reader, item)
+        merged_windows[_region_key(reader, key, item, states=True)] = windows(reader, item)
     footers = dict(base.footers)
     for key, item in reader.entries(nodes["footers"]) if "footers" in nodes else ():
         region = _region_key(reader, key, item)
@@ -95,14 +96,17 @@ def _check_cn_footer(reader: NodeReader, at: At, text: str) -> None:
                            "instruction such as 回T退订 or 拒收请回复R")
 
 
-def _region_key(reader: NodeReader, key: str, at: At) -> str:
+def _region_key(reader: NodeReader, key: str, at: At, *, states: bool = False) -> str:
+    """`default`, a region (`US`) or, where `states`, a US state (`US-FL`)."""
     if key == "default":
         return key
     code = key.upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise reader.error(at, f"unknown region code '{key}' (ISO 3166, e.g. US, CN) "
-                           "or 'default'")
-    return code
+    if code in phonenumbers.SUPPORTED_REGIONS or (
+            states and code.startswith("US-") and code[3:] in CODES):
+        return code
+    example = "US, CN, or a US state such as US-FL" if states else "US, CN"
+    raise reader.error(at, f"unknown region code '{key}' (ISO 3166, e.g. {example}) "
+                       "or 'default'")
 
 
 def caps(reader: NodeReader, at: At) -> tuple[Cap, ...]:

@@ -210,8 +210,9 @@ class Cap:
 class CategoryPolicy:
     """What applies to one message category (`policy.categories.<name>`).
 
-    `windows` and `footers` are keyed by region (ISO 3166, the recipient number's) or
-    "default"; a category without windows may send at any time.
+    `windows` and `footers` are keyed by region (ISO 3166, the recipient number's), a US
+    state (`US-FL`, from the area code) or "default"; the most specific key applies. A
+    category without windows may send at any time.
     """
 
     name: str
@@ -244,11 +245,21 @@ class PolicyConfig:
 
 
 DAY, WEEK = 86_400.0, 7 * 86_400.0
-_DAYTIME = (TimeWindow(frozenset(range(7)), 8 * 60, 21 * 60),)
+_EVERY_DAY = frozenset(range(7))
+_DAYTIME = (TimeWindow(_EVERY_DAY, 8 * 60, 21 * 60),)
+_UNTIL_EIGHT = (TimeWindow(_EVERY_DAY, 8 * 60, 20 * 60),)
 # US TCPA: 08:00-21:00 recipient time; China: no marketing at night. Other regions get the
-# same conservative default; each is overridable in `policy.categories.marketing.windows`.
-DEFAULT_MARKETING_WINDOWS: Mapping[str, tuple[TimeWindow, ...]] = MappingProxyType(
-    {"default": _DAYTIME, "US": _DAYTIME, "CN": _DAYTIME})
+# same conservative default. Stricter US states (by the number's area code): Florida (FTSA,
+# Fla. Stat. 501.059), Oklahoma (OTSA), Maryland (Stop the Spam Calls Act) and Washington
+# (RCW 80.36.390) 08:00-20:00; Texas (Bus. & Com. Code 301.051) 09:00-21:00, Sundays from
+# noon. Each is overridable in `policy.categories.marketing.windows`; laws change.
+DEFAULT_MARKETING_WINDOWS: Mapping[str, tuple[TimeWindow, ...]] = MappingProxyType({
+    "default": _DAYTIME, "US": _DAYTIME, "CN": _DAYTIME,
+    "US-FL": _UNTIL_EIGHT, "US-OK": _UNTIL_EIGHT, "US-MD": _UNTIL_EIGHT,
+    "US-WA": _UNTIL_EIGHT,
+    "US-TX": (TimeWindow(frozenset(range(6)), 9 * 60, 21 * 60),
+              TimeWindow(frozenset({6}), 12 * 60, 21 * 60)),
+})
 DEFAULT_MARKETING_CAPS = (Cap(1, DAY), Cap(3, WEEK))
 CATEGORIES = ("service", "marketing")
 

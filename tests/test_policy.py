@@ -258,3 +258,27 @@ def test_an_incident_notice_is_appended_once_or_replaces() -> None:
     assert with_incident(appended, notice, False) == appended  # a retry adds it once
     assert with_incident("Your booking ABC is confirmed.", notice, True) == notice
     assert with_incident("text", None, False) == "text"
+
+
+def test_stricter_us_states_close_earlier_than_the_federal_window(tmp_path: Path) -> None:
+    cfg = marketing_config(tmp_path)
+    eight_thirty = at("2026-12-07T20:30", NEW_YORK)  # Monday, Eastern time
+    florida = waiting(category="marketing", to="+13055550100", region="US")
+    new_york = waiting(category="marketing", to="+12125550100", region="US")
+    assert decide(new_york, facts(), cfg, eight_thirty).verdict is Verdict.SEND_NOW
+    held = decide(florida, facts(), cfg, eight_thirty)
+    assert held.verdict is Verdict.SEND_AT and held.at == at("2026-12-08T08:00", NEW_YORK)
+    # Texas: not before noon on a Sunday (Central time).
+    texas = waiting(category="marketing", to="+15125550100", region="US")
+    sunday_morning = at("2026-12-06T10:00", ZoneInfo("America/Chicago"))
+    assert decide(texas, facts(), cfg, sunday_morning).at == \
+        at("2026-12-06T12:00", ZoneInfo("America/Chicago"))
+
+
+def test_a_state_window_can_be_configured(tmp_path: Path) -> None:
+    cfg = marketing_config(tmp_path, categories={"marketing": {
+        "footers": {"default": "STOP"},
+        "windows": {"US-NY": {"from": "10:00", "to": "11:00"}}}})
+    new_york = waiting(category="marketing", to="+12125550100", region="US")
+    decision = decide(new_york, facts(), cfg, at("2026-12-07T12:00", NEW_YORK))
+    assert decision.at == at("2026-12-08T10:00", NEW_YORK)

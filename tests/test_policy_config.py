@@ -28,7 +28,10 @@ def test_without_a_policy_section_the_defaults_follow_the_rules(tmp_path: Path) 
     policy = build(reference_with(), tmp_path).policy
     marketing = policy.categories["marketing"]
     daytime = (TimeWindow(frozenset(range(7)), 8 * 60, 21 * 60),)
-    assert marketing.windows == {"default": daytime, "US": daytime, "CN": daytime}
+    assert {k: marketing.windows[k] for k in ("default", "US", "CN")} == {
+        "default": daytime, "US": daytime, "CN": daytime}
+    assert set(marketing.windows) - {"default", "US", "CN"} == {
+        "US-FL", "US-OK", "US-MD", "US-WA", "US-TX"}  # the stricter states
     assert marketing.caps == (Cap(1, DAY), Cap(3, WEEK))
     assert policy.categories["service"].windows == {} and policy.budget == ()
     assert policy.recipient_timezone
@@ -64,6 +67,11 @@ def test_rule_timing_keys_are_read(tmp_path: Path) -> None:
      "rules[1].send.after", "after:", "give 'delay' or 'after', not both"),
     (lambda raw: raw.update(policy={"prices": {"XX": 0.1}}),
      "policy.prices.XX", "XX:", "unknown region code 'XX'"),
+    (lambda raw: raw.update(policy={"prices": {"US-FL": 0.1}}),
+     "policy.prices.US-FL", "US-FL:", "unknown region code 'US-FL'"),
+    (lambda raw: raw.update(policy={"categories": {"marketing": {"windows": {
+        "US-XX": {"from": "09:00", "to": "10:00"}}}}}),
+     "policy.categories.marketing.windows.US-XX", "US-XX:", "a US state such as US-FL"),
     (lambda raw: raw.update(policy={"guard": {"per_prefix_hour": 0}}),
      "policy.guard.per_prefix_hour", "per_prefix_hour:", "must be at least 1"),
     (lambda raw: raw.update(policy={"budget": [{"per": "1d"}]}),

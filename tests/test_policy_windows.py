@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from hangupsms.policy.windows import is_open, next_clock, next_opening, recipient_zones
 from hangupsms.settings import TimeWindow
+from hangupsms.usstates import us_state
 
 EVERY_DAY = frozenset(range(7))
 DAYTIME = (TimeWindow(EVERY_DAY, 8 * 60, 21 * 60),)
@@ -91,3 +92,11 @@ def test_a_rule_time_is_the_next_such_clock_time_in_the_zone() -> None:
     assert utc(next_clock(9 * 60 + 30, NEW_YORK, morning)) == "2026-03-07 14:30"
     evening = at("2026-03-07T10:00", NEW_YORK)
     assert utc(next_clock(9 * 60 + 30, NEW_YORK, evening)) == "2026-03-08 13:30"  # EDT
+
+
+def test_a_us_number_names_the_state_of_its_area_code() -> None:
+    assert us_state("+13055550100") == "FL"  # Miami
+    assert us_state("+12125550100") == "NY"  # "New York, NY"
+    assert us_state("+12065550123") == "WA"  # "Washington State"
+    assert us_state("+14165550100") is None  # Toronto: not the US
+    assert us_state("+447700900123") is None

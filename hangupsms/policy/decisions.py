@@ -15,6 +15,7 @@ from hangupsms.policy.limits import GuardFacts, cap_wait, describe_cap, guard_tr
 from hangupsms.policy.windows import describe, next_clock, next_opening, recipient_zones
 from hangupsms.render import measure
 from hangupsms.settings import Config, Rule, TimeWindow
+from hangupsms.usstates import us_state
 
 OPTED_OUT = "opted out (suppression list)"
 
@@ -37,9 +38,16 @@ class Decision:
 SEND_NOW = Decision(Verdict.SEND_NOW)
 
 
-def windows_for(cfg: Config, category: str, region: str | None) -> tuple[TimeWindow, ...]:
-    """The send windows of `category` for a recipient in `region` (empty: any time)."""
+def windows_for(cfg: Config, category: str, region: str | None,
+                to: str = "") -> tuple[TimeWindow, ...]:
+    """The send windows of `category` for number `to` in `region` (empty: any time).
+
+    The most specific key wins: the US state of the area code, the region, `default`.
+    """
     windows = cfg.policy.categories[category].windows
+    state = us_state(to) if region == "US" and to else None
+    if state is not None and f"US-{state}" in windows:
+        return windows[f"US-{state}"]
     return windows.get(region or "", windows.get("default", ()))
 
 
@@ -92,7 +100,7 @@ def _schedule(message: PlannedMessage, rule: Rule, cfg: Config, now: float) -> P
         due = next_clock(rule.send.at, zones[0], due)
         why.append(f"rule time {rule.send.at // 60:02d}:{rule.send.at % 60:02d}")
     expires = None if rule.send.expires_after is None else due + rule.send.expires_after
-    windows = windows_for(cfg, message.category, message.region)
+    windows = windows_for(cfg, message.category, message.region, message.to)
     opening = next_opening(windows, zones, due) if windows else due
     if opening is None or (expires is not None and opening > expires):
         return dataclasses.replace(message, skip_reason=(
@@ -147,7 +155,7 @@ def decide(message: Waiting, facts: SendFacts, cfg: Config, now: float) -> Decis
         return Decision(Verdict.EXPIRE, "past its rule's expires_after")
     if facts.guard_tripped:
         return Decision(Verdict.HOLD, "the fraud guard is tripped: held for review")
-    windows = windows_for(cfg, message.category, message.region)
+    windows = windows_for(cfg, message.category, message.region, message.to)
     if windows:
         opening = next_opening(windows, _zones(cfg, message.to), now)
         if opening is None or opening > now:
