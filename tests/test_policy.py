@@ -282,3 +282,18 @@ def test_a_state_window_can_be_configured(tmp_path: Path) -> None:
     new_york = waiting(category="marketing", to="+12125550100", region="US")
     decision = decide(new_york, facts(), cfg, at("2026-12-07T12:00", NEW_YORK))
     assert decision.at == at("2026-12-08T10:00", NEW_YORK)
+
+
+def test_a_burst_of_calls_from_premium_numbers_plans_no_message(tmp_path: Path) -> None:
+    """c.ami copied 200 times from premium-rate numbers (+44 909 …): all recorded, none due."""
+    raw = reference_with()
+    raw["phone"]["allowed_regions"] = []  # even with every region allowed
+    cfg = build(raw, tmp_path)
+    renderer = Renderer.from_config(cfg)
+    missed = only_call(cfg, "c")
+    for index in range(200):
+        call = dataclasses.replace(missed, linkedid=f"p{index}",
+                                   customer_number=f"+449091234{index:03d}")
+        customer = [p for p in plan(call, cfg, renderer) if p.recipient == "customer"]
+        assert [p.skip_reason for p in customer] == [
+            f"customer number '+449091234{index:03d}' is not textable: premium-rate number"]
