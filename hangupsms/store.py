@@ -176,6 +176,12 @@ class Store:
                 " due_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_message_row(call_id, message, now) for message in planned],
             )
+            # The deferral stays in the message's history after it is sent.
+            await db.execute(
+                "INSERT INTO attempts (message_id, at, outcome, detail) SELECT id, ?,"
+                " 'policy_send_at', reason FROM messages WHERE call_id = ? AND state = 'deferred'",
+                (now, call_id),
+            )
         return True
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:

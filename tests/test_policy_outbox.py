@@ -95,6 +95,11 @@ async def test_the_waiting_text_goes_out_when_nothing_changed(delayed: Outbox,
     clock.advance(2)
     await delayed.sender.drain()
     assert len(delayed.texts_to(FRENCH_MOBILE)) == 1
+    # `history` keeps why it waited.
+    (row,) = [r for r in await delayed.store.history(number=FRENCH_MOBILE) if r.rule == "missed"]
+    outcomes = [(a.outcome, a.detail) for a in await delayed.store.attempts(row.id)]
+    assert outcomes[0][0] == "policy_send_at" and "rule delay 600s" in outcomes[0][1]
+    assert outcomes[1][0] == "accepted" and row.state == "sent"
 
 
 async def test_a_suppressed_number_is_skipped_at_planning(delayed: Outbox,
