@@ -39,13 +39,20 @@ def _edit(config: Path, change: Any) -> Path:
     return config
 
 
-def _burst(tmp_path: Path) -> Path:
+def _burst(tmp_path: Path, range_: bytes = b"+447700900") -> Path:
     """200 copies of a.ami, each from its own number of one range (+44 7700 900xxx)."""
     traffic = SyntheticTraffic(BURST, concurrency=25, seed=4, transcripts=[FIXTURES / "a.ami"],
                                distinct_numbers=True)
+    stream = b"".join(traffic.frames()).replace(b"+447700900", range_)
     path = tmp_path / "burst.ami"
-    path.write_bytes(b"Asterisk Call Manager/11.0.0\r\n" + b"".join(traffic.frames()))
+    path.write_bytes(b"Asterisk Call Manager/11.0.0\r\n" + stream)
     return path
+
+
+def _foreign_and_anywhere(raw: dict[str, Any], guard: dict[str, int]) -> None:
+    """A US business that texts any region: the burst's +44 numbers are foreign to it."""
+    raw["phone"] = {"default_region": "US", "allowed_regions": [], "number_check": "possible"}
+    raw["policy"] = {"guard": guard}
 
 
 async def _stop(process: asyncio.subprocess.Process, log: DaemonLog) -> int:
@@ -70,13 +77,13 @@ def _states(database: Path) -> dict[str, int]:
         return dict(db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall())
 
 
-async def test_a_burst_from_one_prefix_trips_the_guard_and_nothing_passes_it(
+async def test_a_burst_from_one_foreign_prefix_trips_the_guard_and_nothing_passes_it(
         tmp_path: Path, twilio: FakeTwilio) -> None:
+    guard = {"prefix_digits": 6, "per_prefix_hour": PER_PREFIX}
     async with AmiReplayServer([_burst(tmp_path)], username=USER, secret=SECRET) as ami:
         config = _edit(lab_config(tmp_path, ami_port=ami.port, twilio_url=twilio.url,
                                   twilio={"rate": 1000}),
-                       lambda raw: raw.update(policy={"guard": {
-                           "prefix_digits": 6, "per_prefix_hour": PER_PREFIX}}))
+                       lambda raw: _foreign_and_anywhere(raw, guard))
         process, log = await start(config)
         try:
             async with asyncio.timeout(90):
@@ -94,6 +101,27 @@ async def test_a_burst_from_one_prefix_trips_the_guard_and_nothing_passes_it(
     code, out = await _cli("guard", "status", "-c", str(config))
     assert code == EXIT_TRIPPED
     assert f"{BURST - PER_PREFIX} message(s) held" in out
+
+
+async def test_a_burst_from_premium_rate_numbers_sends_nothing(
+        tmp_path: Path, twilio: FakeTwilio) -> None:
+    burst = _burst(tmp_path, b"+449091234")  # UK premium rate (09…)
+    async with AmiReplayServer([burst], username=USER, secret=SECRET) as ami:
+        config = _edit(lab_config(tmp_path, ami_port=ami.port, twilio_url=twilio.url),
+                       lambda raw: _foreign_and_anywhere(raw, {}))
+        process, log = await start(config)
+        try:
+            async with asyncio.timeout(90):
+                await log.until(lambda _: len(log.events("call.completed")) >= BURST)
+        finally:
+            returncode = await _stop(process, log)
+    assert returncode == 0
+    assert twilio.accepted == []
+    assert _states(tmp_path / "h.db") == {"skipped": BURST}
+    reasons = {e["skipped"][0].split("is not textable: ")[1]
+               for e in log.events("call.completed")}
+    assert reasons == {"premium-rate number"}
+    assert (await _cli("guard", "status", "-c", str(config)))[0] == 0
 
 
 async def test_a_stop_added_while_a_text_waits_in_deferral_stops_it(
