@@ -85,3 +85,14 @@ def test_check_prints_per_rule_category_windows_and_caps(tmp_path: Path) -> None
     assert "caps: 1 per 1d, 3 per 1w" in followup
     assert "contact budget per recipient (all rules): 3 per 1w" in out
     assert "fraud guard: 30/h per prefix (+6 digits), 1000/h, 10000/day" in out
+
+
+def test_preview_shows_what_would_wait_and_why(tmp_path: Path) -> None:
+    raw = reference_with()
+    rule(raw, "missed")["send"]["delay"] = "2m"
+    code, out = _run("preview", "-c", _config(tmp_path, raw),
+                     str(Path(__file__).parent / "fixtures" / "ami" / "c.ami"))
+    assert code == EXIT_OK
+    assert "  later missed -> +33612345678: deferred to " in out
+    assert "rule delay 120s" in out
+    assert "  send missed-alert -> +447700900777" in out

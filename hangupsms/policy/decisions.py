@@ -66,8 +66,9 @@ def prepare(message: PlannedMessage, rule: Rule, cfg: Config, now: float) -> Pla
     if message.body is not None and category == "marketing":
         footer = _footer(cfg, message.region)
         if footer is None:
+            need = "with a 【signature】 and opt-out" if message.region == "CN" else "configured"
             return dataclasses.replace(message, skip_reason=(
-                f"marketing to {message.region}: no footer with a 【signature】 and opt-out"))
+                f"marketing to {message.region}: no footer {need}"))
         message = dataclasses.replace(message, body=measure(f"{message.body.text}\n{footer}"))
     segments = message.body.segments if message.body else 0
     message = dataclasses.replace(message, cost=price(cfg.policy.prices, message.region, segments))
@@ -122,7 +123,7 @@ def _local(epoch: float, zone: ZoneInfo) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """A stored message due later: what the sender and the planner judge it by."""
+    """A claimed message as the policy sees it before the send."""
 
     id: int
     to: str
