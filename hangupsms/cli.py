@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from hangupsms import logs, optout
+from hangupsms import logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.secrecy import exposure_warning, secret_values
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     erase = with_config("erase", "remove a phone number (and its calls' personal data)")
     erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
     optout.add_parser(sub, config_option)
+    policycli.add_parsers(sub, config_option)
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -100,25 +101,23 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return asyncio.run(commands.demo(out, keep_db=args.db))
     cfg = load_config(args.config)
     logs.redact(secret_values(cfg))
-    match args.command:
-        case "check":
-            return check(cfg, out)
-        case "run":
-            return asyncio.run(_run(cfg, args.config))
-        case "doctor":
-            return asyncio.run(_doctor(cfg, args.listen, out))
-        case "preview":
-            return asyncio.run(commands.preview(cfg, args.transcript, out))
-        case "replay":
-            return asyncio.run(commands.replay(cfg, args.transcript, out, dry_run=args.dry_run))
-        case "history":
-            return asyncio.run(_history(cfg, args, out))
-        case "stats":
-            return asyncio.run(_stats(cfg, out))
-        case "erase":
-            return asyncio.run(_erase(cfg, args.number, out))
-        case "optout":
-            return asyncio.run(optout.optout(cfg, args, out))
+    if args.command == "check":
+        return check(cfg, out)
+    # Each command that takes the configuration: its coroutine, run to completion.
+    commands_with_config: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+        "run": lambda: _run(cfg, args.config),
+        "doctor": lambda: _doctor(cfg, args.listen, out),
+        "preview": lambda: commands.preview(cfg, args.transcript, out),
+        "replay": lambda: commands.replay(cfg, args.transcript, out, dry_run=args.dry_run),
+        "history": lambda: _history(cfg, args, out),
+        "stats": lambda: _stats(cfg, out),
+        "erase": lambda: _erase(cfg, args.number, out),
+        "optout": lambda: optout.optout(cfg, args, out),
+        "guard": lambda: policycli.guard(cfg, args, out),
+        "incident": lambda: policycli.incident(cfg, args, out),
+    }
+    if args.command in commands_with_config:
+        return asyncio.run(commands_with_config[args.command]())
     raise AssertionError(args.command)
 
 
@@ -129,6 +128,7 @@ def check(cfg: Config, out: TextIO) -> int:
     print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}",
           file=out)
     print(f"  rules: {', '.join(r.name for r in cfg.rules)}", file=out)
+    policycli.print_policy(cfg, out)
     renderer = Renderer.from_config(cfg)
     context = worst_case_context(cfg)
     failed = False
@@ -140,6 +140,7 @@ def check(cfg: Config, out: TextIO) -> int:
             print(f"    {name}: ERROR {exc}", file=out)
             failed = True
             continue
+        rendered = policycli.with_longest_footer(cfg, name, rendered)
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
     source = Path(cfg.source) if cfg.source else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from hangupsms.frames import event_frames
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.pipeline import CallPipeline
 from hangupsms.planner import plan
+from hangupsms.policystore import PolicyGate
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.render import Renderer
 from hangupsms.replay import AmiReplayServer
@@ -57,10 +59,12 @@ async def preview(cfg: Config, path: Path, out: TextIO) -> int:
               f"{call.customer_number or '?'} ({call.customer_name}) did={call.did} "
               f"queue={call.queue} agent={call.agent_id} {call.disposition} "
               f"talk={call.talk_seconds}s wait={call.wait_seconds}s", file=out)
-        planned = plan(call, cfg, renderer)
+        planned = plan(call, cfg, renderer, now=time.time())
         for message in planned:
             if message.skip_reason:
                 print(f"  skip {message.rule} -> {message.to}: {message.skip_reason}", file=out)
+            elif message.send_at is not None:
+                print(f"  later {message.rule} -> {message.to}: {message.wait_reason}", file=out)
             elif message.body is not None:
                 print(f"  send {message.rule} -> {message.to} via {message.provider} "
                       f"({message.body.segments} seg, {message.body.encoding}): "
@@ -96,7 +100,8 @@ async def replay(cfg: Config, path: Path, out: TextIO, *, dry_run: bool) -> int:
 
 async def _drain(cfg: Config, store: Store, providers: dict[str, SmsProvider]) -> None:
     rates, policies = sender_settings(cfg)
-    await Dispatcher(store, providers, rates, policies=policies).drain()
+    await Dispatcher(store, providers, rates, policies=policies,
+                     gate=PolicyGate(store, cfg)).drain()
 
 
 def demo_transcripts() -> list[Path]:

@@ -16,11 +16,13 @@ import phonenumbers
 import yaml
 from jinja2 import TemplateSyntaxError
 
+from hangupsms.config_policy import check_marketing, duration, read_policy
 from hangupsms.config_providers import read_providers, require_text
 from hangupsms.models import Direction, Disposition
 from hangupsms.phone import check_number
 from hangupsms.render import sandbox
 from hangupsms.settings import (
+    CATEGORIES,
     EMPTY,
     GATEWAY_VARIABLES,
     AgentConfig,
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 
 TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
-    "max_customer_name", "agi", "retention",
+    "max_customer_name", "agi", "retention", "policy",
 )  # fmt: skip
 TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
@@ -78,10 +80,14 @@ PHONE_BOUNDS = {"internal_max_digits": (0, 15)}
 AGI_BOUNDS = {"port": (0, 65535)}
 RETENTION_REQUIRED = ("days",)
 RETENTION_BOUNDS = {"days": (1, None)}
+TEMPLATE_KEYS = ("text", "max_segments", "category")
 TEMPLATE_REQUIRED = ("text",)
 MAX_SEGMENTS = (1, 20)
 MAX_CUSTOMER_NAME = (1, 1000)
+RULE_KEYS = ("name", "when", "send", "priority")
 RULE_REQUIRED = ("name", "send")
+SEND_KEYS = ("template", "to", "via", "delay", "after", "at", "expires_after",
+             "cancel_if_answered")
 SEND_REQUIRED = ("template", "to", "via")
 WINDOW_REQUIRED = ("from", "to")
 _RECIPIENTS = ("customer", "agent")
@@ -118,6 +124,10 @@ def parse_config(
     providers = read_providers(reader, top["providers"], [p.name for p in pbx_list])
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
+    policy = read_policy(reader, top.get("policy"), _windows)
+    rules = _rules(reader, top["rules"], _Targets(templates, providers, phone))
+    check_marketing(reader, top.get("policy") or top["rules"], policy, templates,
+                    {rule.send.template for rule in rules}, phone.allowed_regions)
     return Config(
         pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),
@@ -125,11 +135,12 @@ def parse_config(
         phone=phone,
         providers=MappingProxyType(providers),
         templates=MappingProxyType(templates),
-        rules=_rules(reader, top["rules"], _Targets(templates, providers, phone)),
+        rules=rules,
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
         max_customer_name=64 if name_cap is None else reader.integer(name_cap, *MAX_CUSTOMER_NAME),
         agi=_agi(reader, top.get("agi"), pbx_list),
         retention=_retention(reader, top.get("retention")),
+        policy=policy,
         source=source,
     )
 
@@ -250,11 +261,14 @@ def _templates(reader: NodeReader, at: At) -> dict[str, TemplateConfig]:
     out: dict[str, TemplateConfig] = {}
     for name, item in reader.entries(at):
         max_segments: int | None = None
+        category = "service"
         if isinstance(item.node, yaml.MappingNode):
-            nodes = reader.mapping(item, ("text", "max_segments"), TEMPLATE_REQUIRED)
+            nodes = reader.mapping(item, TEMPLATE_KEYS, TEMPLATE_REQUIRED)
             text_at = nodes["text"]
             if "max_segments" in nodes:
                 max_segments = reader.integer(nodes["max_segments"], *MAX_SEGMENTS)
+            if "category" in nodes:
+                category = reader.choice(nodes["category"], CATEGORIES, "category")
         else:
             text_at = item
         text = reader.text(text_at)
@@ -267,7 +281,7 @@ def _templates(reader: NodeReader, at: At) -> dict[str, TemplateConfig]:
             raise reader.error(text_at, f"{where}syntax error: {exc.message}") from exc
         except (ValueError, OverflowError, RecursionError) as exc:  # 4,300-digit literal, nesting
             raise reader.error(text_at, f"cannot compile: {type(exc).__name__}") from exc
-        out[name] = TemplateConfig(name, text, max_segments)
+        out[name] = TemplateConfig(name, text, max_segments, category)
     return out
 
 
@@ -302,24 +316,38 @@ class _Targets:
 def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
     out: list[Rule] = []
     for item in reader.sequence(at):
-        nodes = reader.mapping(item, ("name", "when", "send"), RULE_REQUIRED)
+        nodes = reader.mapping(item, RULE_KEYS, RULE_REQUIRED)
         name = reader.text(nodes["name"])
         require_text(reader, nodes, "name", name)
         if name in {rule.name for rule in out}:
             raise reader.error(nodes["name"], f"duplicate rule name '{name}'")
         when = _when(reader, nodes["when"]) if "when" in nodes else RuleMatch()
-        out.append(Rule(name, when, _send(reader, nodes["send"], targets)))
+        priority = reader.integer(nodes["priority"], None) if "priority" in nodes else 0
+        send = _send(reader, nodes["send"], targets, default_cancel=when.answered is False)
+        out.append(Rule(name, when, send, priority))
     return tuple(out)
 
 
-def _send(reader: NodeReader, at: At, targets: _Targets) -> RuleSend:
-    nodes = reader.mapping(at, SEND_REQUIRED, SEND_REQUIRED)
+def _send(reader: NodeReader, at: At, targets: _Targets, *, default_cancel: bool) -> RuleSend:
+    nodes = reader.mapping(at, SEND_KEYS, SEND_REQUIRED)
     template = reader.choice(nodes["template"], tuple(targets.templates), "template")
     via = reader.choice(nodes["via"], tuple(targets.providers), "provider")
     to = reader.text(nodes["to"])
     if to not in _RECIPIENTS:
         to = _number(reader, nodes["to"], targets.phone)
-    return RuleSend(template=template, to=to, via=via)
+    if "delay" in nodes and "after" in nodes:
+        raise reader.error(nodes["after"], "give 'delay' or 'after', not both")
+    wait = nodes.get("delay") or nodes.get("after")
+    cancel = nodes.get("cancel_if_answered")
+    return RuleSend(
+        template=template, to=to, via=via,
+        delay=0.0 if wait is None else duration(reader, wait),
+        at=reader.clock(nodes["at"], latest=23 * 60 + 59) if "at" in nodes else None,
+        expires_after=duration(reader, nodes["expires_after"]) if "expires_after" in nodes
+        else None,
+        cancel_if_answered=(default_cancel and to == "customer") if cancel is None
+        else reader.flag(cancel),
+    )
 
 
 def _when(reader: NodeReader, at: At) -> RuleMatch:

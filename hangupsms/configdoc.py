@@ -38,6 +38,7 @@ from hangupsms.config import (
     TOP_REQUIRED,
     WINDOW_REQUIRED,
 )
+from hangupsms.config_policy import GUARD_BOUNDS
 from hangupsms.config_providers import (
     GSM_MODULES,
     MAX_VALIDITY,
@@ -49,12 +50,17 @@ from hangupsms.config_providers import (
 from hangupsms.models import Direction, Disposition
 from hangupsms.retry import RetryPolicy
 from hangupsms.settings import (
+    CATEGORIES,
     AgentConfig,
     AgiConfig,
+    Cap,
+    CategoryPolicy,
     CdrConfig,
     Config,
+    GuardConfig,
     PbxConfig,
     PhoneConfig,
+    PolicyConfig,
     ProviderConfig,
     RetentionConfig,
     Rule,
@@ -316,24 +322,79 @@ def sections() -> tuple[Section, ...]:
           for kind in PROVIDER_KEYS),
         Section("template", "templates.<name>", docstring(TemplateConfig) + " A template is "
                 "that text as a string, or a mapping:",
-                keys_of(TemplateConfig, skip=("name",), bounds={"max_segments": MAX_SEGMENTS}),
+                keys_of(TemplateConfig, skip=("name",), bounds={"max_segments": MAX_SEGMENTS},
+                        overrides={"category": choice(*CATEGORIES)}),
                 TEMPLATE_REQUIRED),
         Section("rule", "rules[]", docstring(Rule), keys_of(Rule, overrides={
             "name": STRING, "when": section_ref("when", "when"),
-            "send": section_ref("send", "send")}, defaults={"when": "every call"}),
-            RULE_REQUIRED),
+            "send": section_ref("send", "send"), "priority": integer(None)},
+            defaults={"when": "every call"}), RULE_REQUIRED),
         Section("when", "rules[].when", _when_doc(), _when_keys(), ()),
         Section("window", "rules[].when.time", "One weekly window; `time` takes one or a list "
                 "(any may match), read in `timezone` at the call's end.", window_keys(),
                 WINDOW_REQUIRED),
-        Section("send", "rules[].send", docstring(RuleSend),
-                keys_of(RuleSend, overrides={"to": send_to}), SEND_REQUIRED),
+        Section("send", "rules[].send", docstring(RuleSend), _send_keys(send_to),
+                SEND_REQUIRED),
         Section("agent", "agents.<id>", docstring(AgentConfig),
                 keys_of(AgentConfig, skip=("id",)), ()),
         Section("agi", "agi", docstring(AgiConfig), keys_of(
             AgiConfig, bounds=AGI_BOUNDS, defaults={"pbx": "the only PBX"}), ()),
         Section("retention", "retention", docstring(RetentionConfig), keys_of(
             RetentionConfig, bounds=RETENTION_BOUNDS), RETENTION_REQUIRED),
+        *_policy_sections(),
+    )
+
+
+DURATION = Shape({"anyOf": [{"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdwSMHDW]?\s*$"},
+                            {"type": "number", "minimum": 0}, ENV]},
+                 "duration (`90`, `30s`, `5m`, `2h`, `7d`, `1w`)")
+CLOCK = Shape({"type": ["string", "integer"], "pattern": r"^\s*\d{1,2}:\d{2}\s*$"},
+              '"HH:MM"')
+
+
+def _send_keys(send_to: Shape) -> tuple[Key, ...]:
+    keys = keys_of(RuleSend, overrides={
+        "to": send_to, "delay": DURATION, "at": CLOCK, "expires_after": DURATION},
+        defaults={"delay": "none", "at": "—", "expires_after": "never",
+                  "cancel_if_answered": "`true` for rules on unanswered calls to the customer"},
+        docs={"delay": "wait this long after the call (`after` is the same key)",
+              "at": "then move to the next such time, recipient time",
+              "expires_after": "drop a message not sent this long after it was first due",
+              "cancel_if_answered": "cancel it while waiting when a later call with the same "
+                                    "customer is answered"})
+    after = Key("after", DURATION, "none", "the same as `delay` (give one of them)")
+    return (*keys, after)
+
+
+def _policy_sections() -> tuple[Section, ...]:
+    region_map = "region (`US`), US state (`US-FL`) or `default`"
+    cap = section_ref("cap", "cap")
+    return (
+        Section("policy", "policy", docstring(PolicyConfig), keys_of(PolicyConfig, overrides={
+            "categories": Shape({"type": "object", "propertyNames": {"enum": list(CATEGORIES)},
+                                 "additionalProperties": {"$ref": "#/$defs/category"}},
+                                "mapping `service` \\| `marketing` → [category](#category)"),
+            "budget": one_or_list(cap), "guard": section_ref("guard", "guard"),
+            "prices": mapping_of(Shape({"anyOf": [{"type": "number", "minimum": 0}, ENV]},
+                                       "number ≥ 0"), "region or `default`"),
+        }, defaults={"categories": "marketing: 08:00–21:00 (stricter US states), footer required",
+                     "guard": "the defaults below"},
+            docs={"categories": "per message category", "budget": "per recipient, across every "
+                  "rule; rule priorities decide who wins"}), ()),
+        Section("category", "policy.categories.<service|marketing>", docstring(CategoryPolicy),
+                keys_of(CategoryPolicy, skip=("name",), overrides={
+                    "windows": mapping_of(one_or_list(section_ref("window", "window")),
+                                          region_map),
+                    "footers": mapping_of(STRING, "region or `default`"),
+                    "caps": one_or_list(cap)},
+                    docs={"windows": "when this category may be sent, per region",
+                          "footers": "appended to every message of this category, per region",
+                          "caps": "per recipient, for this category"}), ()),
+        Section("cap", "policy…caps[], policy.budget", docstring(Cap), keys_of(Cap, overrides={
+            "max": integer(0), "per": DURATION},
+            docs={"max": "messages at most", "per": "in any period this long"}), ("max", "per")),
+        Section("guard", "policy.guard", docstring(GuardConfig),
+                keys_of(GuardConfig, bounds=GUARD_BOUNDS), ()),
     )
 
 
@@ -355,7 +416,9 @@ def _top_keys() -> tuple[Key, ...]:
         "agents": mapping_of(section_ref("agent", "agent"), "agent id"),
         "max_customer_name": integer(*MAX_CUSTOMER_NAME),
         "agi": section_ref("agi", "agi"), "retention": section_ref("retention", "retention"),
-    }, defaults={"phone": "all defaults", "agi": "off", "retention": "off"})
+        "policy": section_ref("policy", "policy"),
+    }, defaults={"phone": "all defaults", "agi": "off", "retention": "off",
+                 "policy": "the defaults below"})
 
 
 def _when_keys() -> tuple[Key, ...]:

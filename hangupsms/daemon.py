@@ -18,6 +18,7 @@ from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.pipeline import CallPipeline
+from hangupsms.policystore import PolicyGate
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.secrecy import secret_values
 from hangupsms.store import Store
@@ -76,7 +77,8 @@ class Daemon:
                                                           ami=links))
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
-                                    on_progress=self._progress.set)
+                                    on_progress=self._progress.set,
+                                    gate=PolicyGate(store, self.cfg))
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
@@ -201,6 +203,8 @@ class Daemon:
                                       pbx=pbx)
         self.cfg = applied
         pipeline.reconfigure(applied)
+        if self.dispatcher is not None and self.dispatcher.gate is not None:
+            self.dispatcher.gate.cfg = applied
         log.info("config.reloaded", rules=[r.name for r in applied.rules])
         return True
 

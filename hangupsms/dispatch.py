@@ -18,6 +18,8 @@ import structlog
 from hangupsms.config import Config
 from hangupsms.logs import mask_number
 from hangupsms.models import MessageState, OutboundMessage, SendResult, SendStatus
+from hangupsms.policy import Verdict
+from hangupsms.policystore import PolicyGate
 from hangupsms.providers import SmsProvider
 from hangupsms.recovery import LookupResolver
 from hangupsms.retry import RetryPolicy
@@ -46,8 +48,12 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_progress: Callable[[], None] = lambda: None,
+        gate: PolicyGate | None = None,
     ) -> None:
         self._store = store
+        # The policy's last word before each send (suppression, windows, caps, the guard);
+        # None only where no configuration is at hand (tests of the sending machinery).
+        self.gate = gate
         self._providers = providers
         self._intervals = {name: 1.0 / rate for name, rate in rates.items() if rate > 0}
         self._next_slot: dict[str, float] = {}
@@ -163,6 +169,11 @@ class Dispatcher:
             )
             bound.error("sms.failed", reason="provider not configured")
             return
+        if self.gate is not None:
+            decision, message = await self.gate.admit(message, self._clock())
+            if decision.verdict is not Verdict.SEND_NOW:
+                self._on_progress()
+                return
         started = time.monotonic()
         try:
             result = await provider.send(message)

@@ -123,6 +123,9 @@ class MessageState(enum.StrEnum):
     DEAD = "dead"
     UNKNOWN = "unknown"
     CHECKING = "checking"  # an `unknown` message whose provider lookup is in flight
+    HELD = "held"  # the fraud guard tripped: waits for `hangupsms guard release`
+    CANCELLED = "cancelled"  # what it was about changed before it went out (reason says what)
+    EXPIRED = "expired"  # not sendable before its rule's `expires_after`
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,14 @@ class PlannedMessage:
     template: str
     body: RenderedText | None
     skip_reason: str | None = None
+    category: str = "service"
+    priority: int = 0
+    region: str | None = None  # the recipient number's region
+    send_at: float | None = None  # None: due at once; else deferred until then
+    wait_reason: str | None = None  # why it was deferred
+    expires_at: float | None = None
+    cost: float = 0.0  # segments x the configured price for the region
+    cancel_if_answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,3 +91,11 @@ def _region(number: phonenumbers.PhoneNumber) -> str | None:
 
 def _refuse(reason: str) -> NumberCheck:
     return NumberCheck(ok=False, e164=None, region=None, reason=reason)
+
+
+def region_of(e164: str) -> str | None:
+    """The region (ISO 3166) of an E.164 number, or None when it has none."""
+    try:
+        return _region(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None

@@ -16,6 +16,8 @@ from hangupsms.logs import mask_number
 from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent, CompletedCall
 from hangupsms.phone import check_number
 from hangupsms.planner import plan
+from hangupsms.policy import suppress
+from hangupsms.policystore import PolicyStore
 from hangupsms.render import Renderer
 from hangupsms.store import Store
 
@@ -31,6 +33,7 @@ class CallPipeline:
     ) -> None:
         self.cfg = cfg
         self._store = store
+        self._policy = PolicyStore(store)
         self._renderer = Renderer.from_config(cfg)
         self._trackers = {
             pbx.name: CallTracker(pbx.name, TrackerSettings.from_pbx(pbx)) for pbx in cfg.pbx
@@ -124,9 +127,16 @@ class CallPipeline:
         """Plan each call's messages and commit call and messages together."""
         stored = False
         for call in calls:
-            planned = plan(call, self.cfg, self._renderer)
+            now = self._wall_clock()
+            planned = plan(call, self.cfg, self._renderer, now=now)
+            planned = suppress(planned, await self._policy.suppressed_among(
+                [p.to for p in planned]))
             e164 = check_number(call.customer_number, self.cfg.phone).e164
-            fresh = await self._store.record_call(call, e164, planned, self._wall_clock())
+            fresh = await self._store.record_call(call, e164, planned, now)
+            if fresh:
+                # A later answered call with this customer makes a waiting missed-call text
+                # wrong: cancelled before it goes out.
+                await self._policy.cancel_for(call, e164, now)
             stored = stored or fresh
             self.calls_recorded += fresh
             log.info(
@@ -135,6 +145,8 @@ class CallPipeline:
                 customer=mask_number(call.customer_number), queue=call.queue,
                 agent=call.agent_id, end=call.end_reason.value, duplicate=not fresh,
                 planned=len([p for p in planned if p.skip_reason is None]),
+                deferred=[f"{p.rule}: {p.wait_reason}" for p in planned
+                          if p.send_at is not None and not p.skip_reason],
                 skipped=[f"{p.rule}: {p.skip_reason}" for p in planned if p.skip_reason],
             )
         if stored:

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 from hangupsms.config import Config, Rule
 from hangupsms.models import CompletedCall, PlannedMessage, RenderedText
-from hangupsms.phone import NumberCheck, check_number
+from hangupsms.phone import NumberCheck, check_number, region_of
+from hangupsms.policy import prepare
 from hangupsms.render import Renderer, RenderError, call_context, clean_text
 from hangupsms.rules import select
 
@@ -16,18 +17,26 @@ SKIPPED_BY_DIALPLAN = "the dialplan asked not to text this call (HANGUPSMS_SKIP)
 _SHOWN_RAW = 40  # characters of a caller-supplied number quoted in a skip reason
 
 
-def plan(call: CompletedCall, cfg: Config, renderer: Renderer) -> list[PlannedMessage]:
+def plan(
+    call: CompletedCall, cfg: Config, renderer: Renderer, *, now: float | None = None,
+) -> list[PlannedMessage]:
     """One PlannedMessage per selected rule, in rule order; unsendable ones carry skip_reason.
 
     A skipped message still carries its body when the template rendered, so the record
-    shows what would have been sent.
+    shows what would have been sent. The policy (`policy.prepare`) gives each its category,
+    footer, cost and schedule as of `now` (default: the call's end).
     """
     customer = check_number(call.customer_number, cfg.phone)
     rules = select(call, cfg.rules, ZoneInfo(cfg.timezone), customer.e164)
     if not rules:
         return []
     context = call_context(call, cfg, customer.e164)
-    planned = [_plan_rule(rule, call, cfg, customer, renderer, context) for rule in rules]
+    at = call.ended_at if now is None else now
+    planned = [
+        prepare(message, rule, cfg, at)
+        for rule in rules
+        for message in [_plan_rule(rule, call, cfg, customer, renderer, context)]
+    ]
     if call.variables.get("HANGUPSMS_SKIP"):
         # The dialplan said so (AGI /skip or Set(HANGUPSMS_SKIP=1)): record, never send.
         return [dataclasses.replace(p, skip_reason=p.skip_reason or SKIPPED_BY_DIALPLAN)
@@ -58,6 +67,7 @@ def _plan_rule(
         template=rule.send.template,
         body=body,
         skip_reason=recipient_problem or render_problem,
+        region=customer.region if rule.send.to == "customer" else region_of(to) if to else None,
     )
 
 

@@ -108,5 +108,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('suppression_key', hex(randomblob(32)))
     """,
+    # The policy stage. Per message: its template's category, its rule's priority, the
+    # recipient's region, when it stops being worth sending, its price, whether a later
+    # answered call cancels it, and when it was first due (its max_age counts from there).
+    # policy_state: the fraud guard and the incident notice, which the CLI sets while the
+    # daemon runs; policy_events: every trip, release and incident change.
+    """
+    ALTER TABLE messages ADD COLUMN category TEXT NOT NULL DEFAULT 'service';
+    ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN region TEXT;
+    ALTER TABLE messages ADD COLUMN expires_at REAL;
+    ALTER TABLE messages ADD COLUMN cost REAL NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN cancel_if_answered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN due_from REAL;
+    CREATE INDEX messages_attempted ON messages (attempt_started_at);
+    CREATE TABLE policy_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE policy_events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -142,6 +142,7 @@ class TemplateConfig:
     name: str
     text: str  # Jinja2 over the call's template variables
     max_segments: int | None = None  # a longer rendering is skipped (reason: too long)
+    category: str = "service"  # "service" | "marketing": which policy category applies
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,20 +188,28 @@ class RuleMatch:
 
 @dataclass(frozen=True, slots=True)
 class RuleSend:
-    """The `send:` of a rule: what, to whom, through which provider."""
+    """The `send:` of a rule. `delay` (YAML `delay` or `after`, e.g. `30s`, `7d`) postpones
+    the message after the call; `at` ("HH:MM", recipient time) then moves it to the next such
+    time; a message not sent `expires_after` after it was first due is dropped; a
+    `cancel_if_answered` message still waiting is cancelled when a later call with the same
+    customer is answered (default: when the rule is for unanswered calls).
+    """
 
     template: str  # a name under `templates:`
     to: str  # "customer" | "agent" | an E.164 number
     via: str  # a name under `providers:`
+    delay: float = 0.0  # seconds
+    at: int | None = None  # minutes after midnight, recipient time
+    expires_after: float | None = None  # seconds
+    cancel_if_answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One `rules:` entry; rules are tried in order and the first match wins per recipient."""
-
     name: str  # unique; recorded with every message
     when: RuleMatch  # the conditions (none: every call)
     send: RuleSend  # what to send, to whom, through which provider
+    priority: int = 0  # the higher wins when a recipient's contact budget is short
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +240,81 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Cap:
+    """At most `max` messages to one recipient in any `per` seconds."""
+
+    max: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPolicy:
+    """What applies to one message category (`policy.categories.<name>`).
+
+    `windows` and `footers` are keyed by region (ISO 3166, the recipient number's), a US
+    state (`US-FL`, from the area code) or "default"; the most specific key applies. A
+    category without windows may send at any time.
+    """
+
+    name: str
+    windows: Mapping[str, tuple[TimeWindow, ...]] = field(default_factory=dict)
+    footers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    caps: tuple[Cap, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """The fraud guard (`policy.guard`): tripped, it holds every send for a human."""
+
+    prefix_digits: int = 6  # digits after "+" that make a destination prefix
+    per_prefix_hour: int = 30  # messages per prefix per hour
+    hourly: int = 1000  # messages per hour, all destinations
+    daily: int = 10000  # messages per day, all destinations
+    hourly_cost: float | None = None  # in the currency of `prices`
+    daily_cost: float | None = None  # in the currency of `prices`
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The `policy:` section: categories, the per-recipient budget, the guard, prices."""
+
+    categories: Mapping[str, CategoryPolicy]
+    budget: tuple[Cap, ...] = ()
+    guard: GuardConfig = field(default_factory=GuardConfig)  # the fraud guard
+    prices: Mapping[str, float] = field(default_factory=dict)  # per segment; region or default
+    recipient_timezone: bool = True  # read windows in the zone the number tells, if it does
+
+
+DAY, WEEK = 86_400.0, 7 * 86_400.0
+_EVERY_DAY = frozenset(range(7))
+_DAYTIME = (TimeWindow(_EVERY_DAY, 8 * 60, 21 * 60),)
+_UNTIL_EIGHT = (TimeWindow(_EVERY_DAY, 8 * 60, 20 * 60),)
+# US TCPA: 08:00-21:00 recipient time; China: no marketing at night. Other regions get the
+# same conservative default. Stricter US states (by the number's area code): Florida (FTSA,
+# Fla. Stat. 501.059), Oklahoma (OTSA), Maryland (Stop the Spam Calls Act) and Washington
+# (RCW 80.36.390) 08:00-20:00; Texas (Bus. & Com. Code 301.051) 09:00-21:00, Sundays from
+# noon. Each is overridable in `policy.categories.marketing.windows`; laws change.
+DEFAULT_MARKETING_WINDOWS: Mapping[str, tuple[TimeWindow, ...]] = MappingProxyType({
+    "default": _DAYTIME, "US": _DAYTIME, "CN": _DAYTIME,
+    "US-FL": _UNTIL_EIGHT, "US-OK": _UNTIL_EIGHT, "US-MD": _UNTIL_EIGHT,
+    "US-WA": _UNTIL_EIGHT,
+    "US-TX": (TimeWindow(frozenset(range(6)), 9 * 60, 21 * 60),
+              TimeWindow(frozenset({6}), 12 * 60, 21 * 60)),
+})
+DEFAULT_MARKETING_CAPS = (Cap(1, DAY), Cap(3, WEEK))
+CATEGORIES = ("service", "marketing")
+
+
+def default_policy() -> PolicyConfig:
+    """The policy when the configuration has no `policy:` section."""
+    return PolicyConfig(categories=MappingProxyType({
+        "service": CategoryPolicy("service"),
+        "marketing": CategoryPolicy("marketing", DEFAULT_MARKETING_WINDOWS,
+                                    caps=DEFAULT_MARKETING_CAPS),
+    }))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole file."""
 
@@ -245,4 +329,5 @@ class Config:
     max_customer_name: int = 64  # caller-controlled text is cut to this many characters
     agi: AgiConfig | None = None  # the FastAGI server; off when absent
     retention: RetentionConfig | None = None  # deleting old records; off when absent
+    policy: PolicyConfig = field(default_factory=lambda: default_policy())  # see `policy:`
     source: str = ""

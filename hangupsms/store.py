@@ -153,9 +153,9 @@ class Store:
     ) -> bool:
         """Store a call and its planned messages in ONE transaction; False if already recorded.
 
-        Messages that can be sent are `pending` (due now); the others are `skipped` with
-        their reason. A replayed call changes nothing: (pbx, linkedid) and
-        (call, rule, recipient) are unique.
+        Messages that can be sent are `pending` (due now) or `deferred` (due at their
+        `send_at`); the others are `skipped` with their reason. A replayed call changes
+        nothing: (pbx, linkedid) and (call, rule, recipient) are unique.
         """
         async with self.transaction() as db:
             cursor = await db.execute(
@@ -172,20 +172,31 @@ class Store:
             await db.executemany(
                 "INSERT OR IGNORE INTO messages (call_id, rule, recipient, to_number, provider,"
                 " template, body, encoding, segments, state, reason, send_at, created_at,"
-                " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " updated_at, category, priority, region, expires_at, cost, cancel_if_answered,"
+                " due_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_message_row(call_id, message, now) for message in planned],
+            )
+            # The deferral stays in the message's history after it is sent.
+            await db.execute(
+                "INSERT INTO attempts (message_id, at, outcome, detail) SELECT id, ?,"
+                " 'policy_send_at', reason FROM messages WHERE call_id = ? AND state = 'deferred'",
+                (now, call_id),
             )
         return True
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:
-        """Move due `pending` messages to `sending` (oldest first) and return them."""
+        """Move due `pending` and `deferred` messages to `sending` (oldest first), return them.
+
+        A deferred message's max_age counts from when it was first due, not stored.
+        """
         async with self.transaction() as db:
             async with db.execute(
                 "UPDATE messages SET state = 'sending', attempts = attempts + 1,"
                 " attempt_started_at = ?, settle_from = NULL, lookups = 0, updated_at = ?"
-                " WHERE id IN (SELECT id FROM messages WHERE state = 'pending' AND send_at <= ?"
-                " ORDER BY send_at, id LIMIT ?)"
-                " RETURNING id, to_number, body, provider, call_id, rule, attempts, created_at",
+                " WHERE id IN (SELECT id FROM messages WHERE state IN ('pending', 'deferred')"
+                " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
+                " RETURNING id, to_number, body, provider, call_id, rule, attempts,"
+                " COALESCE(due_from, created_at) AS created_at",
                 (now, now, now, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
@@ -200,8 +211,9 @@ class Store:
                 "UPDATE messages SET state = 'checking', updated_at = ? WHERE id IN"
                 " (SELECT id FROM messages WHERE state = 'unknown' AND settle_from IS NOT NULL"
                 " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
-                " RETURNING id, to_number, body, provider, call_id, rule, attempts, created_at,"
-                " attempt_started_at, settle_from, lookups",
+                " RETURNING id, to_number, body, provider, call_id, rule, attempts,"
+                " COALESCE(due_from, created_at) AS created_at, attempt_started_at,"
+                " settle_from, lookups",
                 (now, now, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
@@ -372,14 +384,15 @@ class Store:
         return sending.rowcount + checking.rowcount
 
     async def next_due(self) -> float | None:
-        """The earliest `send_at` of a pending message, or None."""
-        value = await self._scalar("SELECT MIN(send_at) FROM messages WHERE state = 'pending'")
+        """The earliest `send_at` of a pending or deferred message, or None."""
+        value = await self._scalar(
+            "SELECT MIN(send_at) FROM messages WHERE state IN ('pending', 'deferred')")
         return None if value is None else float(value)
 
     async def next_wakeup(self) -> float | None:
         """The earliest time a pending message or a scheduled lookup is due, or None."""
         value = await self._scalar(
-            "SELECT MIN(send_at) FROM messages WHERE state = 'pending'"
+            "SELECT MIN(send_at) FROM messages WHERE state IN ('pending', 'deferred')"
             " OR (state = 'unknown' AND settle_from IS NOT NULL)"
         )
         return None if value is None else float(value)
@@ -436,7 +449,7 @@ class Store:
             async with db.execute(
                 "SELECT id FROM calls WHERE ended_at < ? AND id NOT IN (SELECT call_id FROM"
                 " messages WHERE state IN ('pending', 'sending', 'checking', 'unknown',"
-                " 'deferred'))", (cutoff,),
+                " 'deferred', 'held'))", (cutoff,),
             ) as cursor:
                 call_ids = [(row[0],) for row in await cursor.fetchall()]
             await db.executemany(
@@ -515,9 +528,18 @@ def _call_row(call: CompletedCall, customer_e164: str | None, now: float) -> tup
 
 def _message_row(call_id: int | None, message: PlannedMessage, now: float) -> tuple[Any, ...]:
     body = message.body
-    state = MessageState.SKIPPED if message.skip_reason else MessageState.PENDING
+    reason: str | None
+    if message.skip_reason:
+        state, reason = MessageState.SKIPPED, message.skip_reason
+    elif message.send_at is not None:
+        state, reason = MessageState.DEFERRED, message.wait_reason
+    else:
+        state, reason = MessageState.PENDING, None
+    due = now if message.send_at is None else message.send_at
     return (
         call_id, message.rule, message.recipient, message.to, message.provider,
         message.template, body.text if body else None, body.encoding.value if body else None,
-        body.segments if body else None, state.value, message.skip_reason, now, now, now,
+        body.segments if body else None, state.value, reason, due, now, now,
+        message.category, message.priority, message.region, message.expires_at, message.cost,
+        int(message.cancel_if_answered), due,
     )

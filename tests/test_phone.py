@@ -100,3 +100,9 @@ def test_non_geographic_number_has_no_region_and_fails_a_region_list() -> None:
     check = check_number("+80012345678", LAB)
     assert check.region is None
     assert check.reason == "region unknown not allowed"
+
+
+def test_shared_cost_is_never_texted() -> None:
+    for number in ("+33884012345", "+34901123456"):  # French 0884, Spanish 901
+        check = check_number(number, PhoneConfig(default_region="FR"))
+        assert (check.ok, check.reason) == (False, "shared-cost number")

@@ -11,7 +11,9 @@ from structlog.testing import capture_logs
 
 from hangupsms.config import load_config
 from hangupsms.daemon import Daemon
+from hangupsms.dispatch import Dispatcher
 from hangupsms.pipeline import CallPipeline
+from hangupsms.policystore import PolicyGate
 from hangupsms.replay import AmiReplayServer
 from hangupsms.store import Store
 from tests.lab import SECRET, TRANSCRIPTS, USER, fake_twilio, lab_config, start_daemon_process
@@ -101,3 +103,20 @@ async def test_sighup_reloads_without_dropping_the_ami_connection(tmp_path: Path
         async with asyncio.timeout(10):
             assert await process.wait() == 0
     assert server.connections == 1  # the AMI link survived both reloads
+
+
+async def test_a_policy_change_reaches_the_sender(tmp_path: Path) -> None:
+    path = lab_config(tmp_path, ami_port=5038, twilio_url="http://127.0.0.1:9")
+    daemon = Daemon(load_config(path), config_path=path)
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        pipeline = CallPipeline(daemon.cfg, store, journal=False)
+        daemon.dispatcher = Dispatcher(store, {}, {}, gate=PolicyGate(store, daemon.cfg))
+        path.write_text(path.read_text(encoding="utf-8")
+                        + "policy: {guard: {per_prefix_hour: 7}}\n", encoding="utf-8")
+        assert daemon.reload(pipeline)
+    finally:
+        await store.close()
+    assert daemon.dispatcher.gate is not None
+    assert daemon.dispatcher.gate.cfg.policy.guard.per_prefix_hour == 7
+    assert pipeline.cfg.policy.guard.per_prefix_hour == 7
