@@ -17,6 +17,7 @@ import yaml
 from jinja2 import TemplateSyntaxError
 
 from hangupsms.config_providers import read_providers, require_text
+from hangupsms.config_web import check_template_functions, read_web
 from hangupsms.models import Direction, Disposition
 from hangupsms.phone import check_number
 from hangupsms.render import sandbox
@@ -36,6 +37,7 @@ from hangupsms.settings import (
     RuleSend,
     TemplateConfig,
     TimeWindow,
+    WebConfig,
 )
 from hangupsms.yamlnodes import At, NodeReader
 from hangupsms.yamlnodes import ConfigError as ConfigError
@@ -57,6 +59,7 @@ __all__ = [
     "RuleSend",
     "TemplateConfig",
     "TimeWindow",
+    "WebConfig",
     "load_config",
     "parse_config",
 ]
@@ -66,7 +69,7 @@ if TYPE_CHECKING:
 
 _TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
-    "max_customer_name", "agi", "retention",
+    "max_customer_name", "agi", "retention", "web",
 )  # fmt: skip
 _TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 _PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
@@ -104,6 +107,13 @@ def parse_config(
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
     pbx_list = _pbx_list(reader, top["pbx"])
+    rules = _rules(reader, top["rules"], _Targets(templates, providers, phone))
+    web = read_web(reader, top.get("web"), rules)
+    check_template_functions(reader, top["templates"], templates, web)
+    if web is not None:
+        callback = web.public_url + "/twilio/status"
+        providers = {name: dataclasses.replace(p, status_callback=callback)
+                     if p.kind == "twilio" else p for name, p in providers.items()}
     return Config(
         pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),
@@ -111,11 +121,12 @@ def parse_config(
         phone=phone,
         providers=MappingProxyType(providers),
         templates=MappingProxyType(templates),
-        rules=_rules(reader, top["rules"], _Targets(templates, providers, phone)),
+        rules=rules,
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
         max_customer_name=64 if name_cap is None else reader.integer(name_cap, 1, 1000),
         agi=_agi(reader, top.get("agi"), pbx_list),
         retention=_retention(reader, top.get("retention")),
+        web=web,
         source=source,
     )
 

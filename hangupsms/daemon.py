@@ -20,6 +20,9 @@ from hangupsms.pipeline import CallPipeline
 from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
+from hangupsms.web.app import WebServer
+from hangupsms.web.metrics import Metrics
+from hangupsms.web.probe import web_context
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +58,8 @@ class Daemon:
         self.pipeline: CallPipeline | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
+        self.web: WebServer | None = None
+        self.metrics = Metrics()
         self._progress = asyncio.Event()  # set whenever an event, a call or a message moved
         self.shutdown_timeout = shutdown_timeout
 
@@ -71,12 +76,17 @@ class Daemon:
                 providers.setdefault(name, build_provider(pcfg, console=self._console))
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
-                                    on_progress=self._progress.set)
+                                    on_progress=self._progress.set,
+                                    on_latency=self.metrics.observe_latency)
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
             if self.agi is not None:
                 await self.agi.start()  # an address in use fails the start, loudly
+            if self.cfg.web is not None:
+                self.web = WebServer(web_context(self, store, pipeline, dispatcher,
+                                                 self.metrics))
+                await self.web.start()
             async with asyncio.TaskGroup() as group:
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
@@ -96,6 +106,8 @@ class Daemon:
         finally:
             if self.agi is not None:
                 await self.agi.close()
+            if self.web is not None:
+                await self.web.close()
             for provider in providers.values():
                 await provider.close()
             await store.close()
@@ -176,7 +188,7 @@ class Daemon:
             for p in new.pbx if p.name in connected
         )
         applied = dataclasses.replace(new, database=old.database, providers=old.providers,
-                                      pbx=pbx)
+                                      pbx=pbx, web=old.web)
         self.cfg = applied
         pipeline.reconfigure(applied)
         log.info("config.reloaded", rules=[r.name for r in applied.rules])
@@ -293,6 +305,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("database")
     if new.providers != old.providers:
         changed.append("providers")
+    if new.web != old.web:
+        changed.append("web")
     # A PBX added, removed, moved or with a new login.
     before = {p.name: (p.host, p.port, p.username, p.secret) for p in old.pbx}
     after = {p.name: (p.host, p.port, p.username, p.secret) for p in new.pbx}

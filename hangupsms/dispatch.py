@@ -46,6 +46,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_progress: Callable[[], None] = lambda: None,
+        on_latency: Callable[[str, float], None] = lambda provider, seconds: None,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -57,6 +58,7 @@ class Dispatcher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._wakeup = asyncio.Event()
         self._on_progress = on_progress
+        self._on_latency = on_latency  # (provider, seconds) of each send: /metrics
         self._resolver = LookupResolver(
             store, providers, self.policy_for, clock=clock, rng=self._rng,
             batch=self._policy.batch, on_progress=on_progress,
@@ -170,6 +172,7 @@ class Dispatcher:
             bound.exception("sms.provider_error")
             result = SendResult(SendStatus.AMBIGUOUS, detail=f"{type(exc).__name__}: {exc}")
         latency = round(time.monotonic() - started, 3)
+        self._on_latency(message.provider, latency)
         await self._record(message, result, policy, bound.bind(latency=latency))
         self._on_progress()
 

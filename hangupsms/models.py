@@ -102,12 +102,35 @@ class Encoding(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedLink:
+    """A `link()` in a message: `<public_url>/r/<token>` redirects to `url` and counts a click."""
+
+    token: str
+    url: str
+    tag: str  # the customer tag a click gives ("" means the URL's host)
+
+
+@dataclass(frozen=True, slots=True)
+class CouponSlot:
+    """A `coupon()` in a message: `marker` in the text becomes the next unused code of `pool`."""
+
+    marker: str
+    pool: str
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedText:
-    """A message body with its SMS encoding and segment count."""
+    """A message body with its SMS encoding and segment count.
+
+    `links` and `coupons` are bound to the message when it is stored, in the same
+    transaction; until then the text holds each coupon's marker, not a code.
+    """
 
     text: str
     encoding: Encoding
     segments: int
+    links: tuple[TrackedLink, ...] = ()
+    coupons: tuple[CouponSlot, ...] = ()
 
 
 class MessageState(enum.StrEnum):
@@ -117,6 +140,7 @@ class MessageState(enum.StrEnum):
     DELIVERED = "delivered"
     UNDELIVERED = "undelivered"
     SKIPPED = "skipped"
+    HELD = "held"  # a coupon pool was empty: never sent without its code
     DEFERRED = "deferred"
     FAILED = "failed"
     DEAD = "dead"

@@ -84,6 +84,7 @@ class ProviderConfig:
     timeout: float = 10.0  # per request, seconds
     rate: float = 1.0  # messages per second
     lookup_limit: int = 100  # twilio: messages listed when checking an ambiguous send
+    status_callback: str = ""  # twilio: set from web.public_url; "" asks for no receipts
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # keys of the same names
     method: str = "POST"  # http
     # http: the URL, headers and templates often carry an API key, so repr leaves them out.
@@ -185,6 +186,31 @@ class RetentionConfig:
     every_hours: float = 6.0
 
 
+STOP_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+                 "退订", "T", "TD", "R")
+START_KEYWORDS = ("START", "UNSTOP")
+HELP_KEYWORDS = ("HELP",)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """`web:`: the HTTP server for Twilio callbacks, replies, tracked links (off if absent).
+
+    `public_url` is where the reverse proxy publishes it: Twilio signs the URL it calls,
+    so signatures are checked against this base, and tracked links are built on it.
+    """
+
+    public_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    stop_keywords: tuple[str, ...] = STOP_KEYWORDS
+    start_keywords: tuple[str, ...] = START_KEYWORDS
+    help_keywords: tuple[str, ...] = HELP_KEYWORDS
+    help_text: str = "Reply STOP to stop these messages."
+    survey_rules: tuple[str, ...] = ()  # rules whose message asks for a 1-5 rating
+    survey_window: float = 86400.0  # seconds after the survey was sent a digit counts
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     pbx: tuple[PbxConfig, ...]
@@ -198,4 +224,5 @@ class Config:
     max_customer_name: int = 64  # caller-controlled text is cut to this many characters
     agi: AgiConfig | None = None
     retention: RetentionConfig | None = None
+    web: WebConfig | None = None
     source: str = ""

@@ -16,6 +16,7 @@ import structlog
 
 from hangupsms.models import CompletedCall, MessageState, OutboundMessage, PlannedMessage
 from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
+from hangupsms.tracking import bind_extras
 
 log = structlog.get_logger(__name__)
 
@@ -175,6 +176,7 @@ class Store:
                 " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_message_row(call_id, message, now) for message in planned],
             )
+            await bind_extras(db, int(call_id or 0), planned, now)
         return True
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:
