@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from hangupsms import logs, optout
+from hangupsms import crm, logs, optout
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.store import Store, StoreError
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     erase = with_config("erase", "remove a phone number (and its calls' personal data)")
     erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
     optout.add_parser(sub, config_option)
+    crm.add_parsers(sub, config_option)
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -110,6 +111,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return asyncio.run(_erase(cfg, args.number, out))
         case "optout":
             return asyncio.run(optout.optout(cfg, args, out))
+        case "coupons" | "customers" | "export" | "report":
+            return asyncio.run(crm.COMMANDS[args.command](cfg, args, out))
     raise AssertionError(args.command)
 
 
