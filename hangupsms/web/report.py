@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from html import escape
+from html import escape, unescape
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -20,7 +20,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:60em}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em}
-td.n,th.n{text-align:right}figure{margin:0 0 1em 0}
+td.n,th.n{text-align:right}figure{margin:0 0 1em 0}figcaption{font-weight:600}
 """
 
 
@@ -48,7 +48,9 @@ def render_report(data: ReportData, timezone: str) -> str:
                   [s.average for s in data.by_queue], colour="#6a5acd", maximum=5,
                   value_format="{:.1f}"),
     ]
-    figures = "".join(f"<figure>{chart}</figure>" for chart in charts)
+    figures = "".join(
+        f"<figure><figcaption>{escape(_caption(chart))}</figcaption>{chart}</figure>"
+        for chart in charts)
     daily = _table(
         ("day", "messages", "sent", "delivered", "not delivered", "delivery rate", "clicks",
          "opt-outs", "ratings"),
@@ -66,6 +68,12 @@ def render_report(data: ReportData, timezone: str) -> str:
         f"<h2>CSAT by agent</h2>{_csat(data.by_agent)}"
         f"<h2>CSAT by queue</h2>{_csat(data.by_queue)}</body></html>"
     )
+
+
+def _caption(chart: str) -> str:
+    """The chart's own title (its aria-label), shown above it."""
+    start = chart.index('aria-label="') + len('aria-label="')
+    return unescape(chart[start:chart.index('"', start)])
 
 
 def _csat(rows: Sequence[Satisfaction]) -> str:
