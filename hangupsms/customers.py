@@ -40,7 +40,8 @@ async def active_since(store: Store, since: float) -> list[str]:
     rows = await store.rows(
         "SELECT customer_e164 FROM calls WHERE ended_at >= ? AND customer_e164 IS NOT NULL"
         " UNION SELECT from_number FROM inbound WHERE received_at >= ?"
-        " UNION SELECT customer FROM clicks WHERE at >= ? ORDER BY 1",
+        # An erased customer's clicks stay (counted), under a marker that is no number.
+        " UNION SELECT customer FROM clicks WHERE at >= ? AND customer GLOB '+*' ORDER BY 1",
         (since, since, since))
     return [str(row[0]) for row in rows]
 

@@ -191,3 +191,4 @@ async def _latest_message(db: aiosqlite.Connection, customer: str) -> _Context |
     ) as cursor:
         row = await cursor.fetchone()
     return None if row is None else (int(row[0]), int(row[1]), row[2], row[3])
+

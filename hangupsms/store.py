@@ -17,6 +17,7 @@ import structlog
 from hangupsms.models import CompletedCall, MessageState, OutboundMessage, PlannedMessage
 from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
 from hangupsms.tracking import bind_extras
+from hangupsms.webrecords import forget_calls
 
 log = structlog.get_logger(__name__)
 
@@ -441,6 +442,7 @@ class Store:
                 " 'deferred'))", (cutoff,),
             ) as cursor:
                 call_ids = [(row[0],) for row in await cursor.fetchall()]
+            await forget_calls(db, [call_id for (call_id,) in call_ids])
             await db.executemany(
                 "DELETE FROM attempts WHERE message_id IN"
                 " (SELECT id FROM messages WHERE call_id = ?)", call_ids)

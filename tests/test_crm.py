@@ -60,3 +60,18 @@ def test_customers_export_and_offline_report(tmp_path: Path) -> None:
     # Self-contained: nothing fetched from anywhere, no script at all.
     assert "<script" not in html and "src=" not in html and "<link" not in html
     assert CUSTOMER not in html and FRENCH not in html
+
+
+def test_erase_leaves_no_trace_in_replies_clicks_and_ratings(tmp_path: Path) -> None:
+    asyncio.run(_activity(tmp_path))
+    config = str(tmp_path / "h.yaml")
+    assert _run("erase", "-c", config, CUSTOMER)[0] == EXIT_OK
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("h.db*"))
+    assert CUSTOMER.encode() not in raw and CUSTOMER[1:].encode() not in raw
+    # The rating still counts for the agent; the number is gone.
+    code, text = _run("export", "-c", config, "--since", "2000-01-01", "--format", "jsonl")
+    assert code == EXIT_OK
+    assert [json.loads(line)["number"] for line in text.splitlines()] == [FRENCH]
+    page = tmp_path / "report.html"
+    _run("report", "-c", config, "--html", str(page))
+    assert "<td>agent1</td><td class=\"n\">1</td>" in page.read_text(encoding="utf-8")
