@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.lab import TOKEN
+from hangupsms.ami import ConnState
+from hangupsms.config import load_config
+from hangupsms.daemon import Daemon
+from hangupsms.replay import AmiReplayServer
+from tests.lab import SECRET, TOKEN, USER, fake_twilio
 from tests.webrig import (
     CUSTOMER,
     FRENCH,
@@ -20,6 +26,7 @@ from tests.webrig import (
     WebRig,
     inbound_form,
     status_form,
+    web_config,
     web_rig,
 )
 
@@ -178,3 +185,29 @@ async def test_healthz_and_metrics_parse_with_prometheus_client(tmp_path: Path) 
         assert samples[("hangupsms_provider_latency_seconds_count",
                         (("provider", "twilio"),))] == 3
         assert ("hangupsms_event_queue_depth", ()) in samples
+
+
+async def test_healthz_is_503_naming_a_lost_ami_link(tmp_path: Path) -> None:
+    async with fake_twilio() as twilio, AmiReplayServer([], username=USER, secret=SECRET) as ami:
+        config = web_config(tmp_path, ami_port=ami.port, twilio_url=twilio.url)
+        daemon = Daemon(load_config(config))
+        runner = asyncio.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(30):
+                await daemon.ready.wait()
+                assert daemon.web is not None
+                url = f"http://127.0.0.1:{daemon.web.port}/healthz"
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(url) as answer:
+                        assert answer.status == 200
+                    await ami.close()  # and it does not come back
+                    await daemon.connections[0].wait_state(
+                        ConnState.DISCONNECTED, ConnState.CONNECTING)
+                    async with http.get(url) as answer:
+                        assert answer.status == 503
+                        assert await answer.json() == {
+                            "ok": False, "ami": {"lab": False}, "database": True,
+                            "sender": True}
+        finally:
+            daemon.stop.set()
+            await runner

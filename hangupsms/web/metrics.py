@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -42,7 +42,6 @@ class Snapshot:
     delivery: Mapping[str, int]  # delivered/undelivered/failed -> count
     clicks: int
     replies: Mapping[str, int]  # kind -> count
-    guard_trips: Mapping[str, int] = field(default_factory=dict)  # guard -> trips
 
 
 class _SnapshotCollector(Collector):
@@ -80,8 +79,6 @@ class _SnapshotCollector(Collector):
                                 s.clicks)
         yield _labelled(GaugeMetricFamily, "hangupsms_replies", "inbound replies by kind",
                         "kind", s.replies)
-        yield _labelled(CounterMetricFamily, "hangupsms_guard_trips",
-                        "messages stopped by a sending guard", "guard", s.guard_trips)
 
 
 def _labelled(
