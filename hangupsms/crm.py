@@ -16,7 +16,7 @@ from hangupsms.config import Config
 from hangupsms.customers import Customer, active_since, customer, customers
 from hangupsms.optout import normalise
 from hangupsms.store import Store
-from hangupsms.tracking import coupon_counts, load_coupons
+from hangupsms.tracking import coupon_counts, load_coupons, release_held
 
 EXIT_OK, EXIT_INPUT = 0, 1
 _EXPORT_FIELDS = ("number", "name", "calls", "first_call", "last_call", "messages_sent",
@@ -64,6 +64,9 @@ async def coupons(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
         added = await load_coupons(store, args.pool, codes, time.time())
         print(f"{args.pool}: {added} code(s) added, {len(set(codes)) - added} already known "
               "(a code is used once, ever)", file=out)
+        released = await release_held(store, time.time())
+        if released:
+            print(f"{released} held message(s) got their codes and will be sent", file=out)
         return EXIT_OK
     finally:
         await store.close()

@@ -113,7 +113,8 @@ MIGRATIONS: tuple[str, ...] = (
     # arrive before the sender has recorded the acceptance. `receipts` holds every status
     # callback once (a replay is ignored); `inbound` every reply once (by Twilio's SID);
     # `links`/`clicks` the tracked links; `coupons` the pools, a code bound to one message
-    # forever. Message and call ids are plain columns: retention and erase may outlive them.
+    # forever; `held_coupons` the text (with its markers) of a message held for a code.
+    # Message and call ids are plain columns: retention and erase may outlive them.
     """
     ALTER TABLE messages ADD COLUMN delivery TEXT;
     ALTER TABLE messages ADD COLUMN delivered_at REAL;
@@ -178,7 +179,12 @@ MIGRATIONS: tuple[str, ...] = (
         used_at REAL,
         UNIQUE (pool, code)
     );
-    CREATE INDEX coupons_free ON coupons (pool, message_id, id)
+    CREATE INDEX coupons_free ON coupons (pool, message_id, id);
+    CREATE TABLE held_coupons (
+        message_id INTEGER PRIMARY KEY,
+        text TEXT NOT NULL,
+        slots TEXT NOT NULL
+    )
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

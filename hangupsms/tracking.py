@@ -9,6 +9,7 @@ without its code.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -86,6 +87,10 @@ async def _bind_coupons(
             (MessageState.HELD.value, f"coupon pool '{empty}' is empty", text,
              measured.encoding.value, measured.segments, message_id),
         )
+        # Kept with its markers, so that `coupons load` can still send it with its codes.
+        slots = json.dumps([[slot.marker, slot.pool] for slot in body.coupons])
+        await db.execute("INSERT INTO held_coupons (message_id, text, slots) VALUES (?,?,?)",
+                         (message_id, body.text, slots))
         return
     await db.execute("UPDATE messages SET body = ?, encoding = ?, segments = ? WHERE id = ?",
                      (text, measured.encoding.value, measured.segments, message_id))
@@ -113,6 +118,37 @@ async def load_coupons(store: Store, pool: str, codes: Iterable[str], now: float
             ) as cursor:
                 added += cursor.rowcount
         return added
+
+
+async def release_held(store: Store, now: float) -> int:
+    """Send the held messages whose pools now have codes: each gets its codes, `pending`.
+
+    A message still short of a code stays held. The sender's `max_age` still applies.
+    """
+    released = 0
+    async with store.transaction() as db:
+        async with db.execute(
+            "SELECT h.message_id, h.text, h.slots FROM held_coupons h JOIN messages m"
+            " ON m.id = h.message_id WHERE m.state = 'held' ORDER BY h.message_id",
+        ) as cursor:
+            held = list(await cursor.fetchall())
+        for message_id, text, slots in held:
+            for marker, pool in json.loads(slots):
+                code = await _take(db, pool, message_id, now)
+                if code is None:
+                    await db.execute("UPDATE coupons SET message_id = NULL, used_at = NULL"
+                                     " WHERE message_id = ?", (message_id,))
+                    break
+                text = text.replace(marker, code)
+            else:
+                measured = measure(text)
+                await db.execute(
+                    "UPDATE messages SET state = 'pending', reason = NULL, body = ?,"
+                    " encoding = ?, segments = ?, send_at = ?, updated_at = ? WHERE id = ?",
+                    (text, measured.encoding.value, measured.segments, now, now, message_id))
+                await db.execute("DELETE FROM held_coupons WHERE message_id = ?", (message_id,))
+                released += 1
+    return released
 
 
 async def coupon_counts(store: Store) -> dict[str, tuple[int, int]]:

@@ -8,8 +8,9 @@ import aiosqlite
 async def forget_calls(db: aiosqlite.Connection, call_ids: list[int]) -> None:
     """Retention: the receipts, replies, ratings, links and clicks of calls being deleted."""
     for call_id in call_ids:
-        await db.execute("DELETE FROM links WHERE message_id IN"
-                         " (SELECT id FROM messages WHERE call_id = ?)", (call_id,))
+        for table in ("links", "held_coupons"):
+            await db.execute(f"DELETE FROM {table} WHERE message_id IN"  # noqa: S608
+                             " (SELECT id FROM messages WHERE call_id = ?)", (call_id,))
         for table in ("receipts", "clicks", "ratings", "inbound"):
             await db.execute(f"DELETE FROM {table} WHERE call_id = ?", (call_id,))  # noqa: S608
 
@@ -26,5 +27,6 @@ async def erase_in(db: aiosqlite.Connection, numbers: list[str], message_ids: se
         await db.execute("UPDATE clicks SET customer = ? WHERE customer = ?", (erased, number))
     for message_id in message_ids:
         await db.execute("DELETE FROM links WHERE message_id = ?", (message_id,))
+        await db.execute("DELETE FROM held_coupons WHERE message_id = ?", (message_id,))
         await db.execute("UPDATE receipts SET provider_id = '' WHERE message_id = ?",
                          (message_id,))

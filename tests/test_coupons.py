@@ -14,7 +14,7 @@ from hangupsms.config import TemplateConfig
 from hangupsms.models import Encoding, PlannedMessage
 from hangupsms.render import Renderer, RenderError
 from hangupsms.store import Store
-from hangupsms.tracking import coupon_counts, load_coupons
+from hangupsms.tracking import coupon_counts, load_coupons, release_held
 from tests.lab import FIXTURES
 from tests.outboxrig import _call
 
@@ -58,6 +58,16 @@ async def test_codes_are_taken_once_and_an_empty_pool_holds_the_message(tmp_path
         ("skipped", "Sorry, Cy. Your code: [coupon:sorry]", "not textable"),
         ("held", "Sorry, Di. Your code: [coupon:sorry]", "coupon pool 'sorry' is empty"),
     ]
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        assert await release_held(store, 30.0) == 0  # still no code: still held
+        await load_coupons(store, "sorry", ["CCC-3"], 40.0)
+        assert await release_held(store, 41.0) == 1
+        assert await release_held(store, 42.0) == 0
+        assert await coupon_counts(store) == {"sorry": (0, 3)}
+    finally:
+        await store.close()
+    assert _messages(tmp_path / "h.db")[3] == ("pending", "Sorry, Di. Your code: CCC-3", None)
 
 
 def test_segments_are_counted_with_a_nominal_code_not_the_marker() -> None:
