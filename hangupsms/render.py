@@ -178,6 +178,14 @@ class Renderer:
                             tuple(extras.links), tuple(extras.coupons))
 
 
+def shown_text(rendered: RenderedText) -> str:
+    """The text for a person to read: each coupon still to be taken as `[coupon:pool]`."""
+    text = rendered.text
+    for slot in rendered.coupons:
+        text = text.replace(slot.marker, f"[coupon:{slot.pool}]")
+    return text
+
+
 def called_functions(source: str) -> frozenset[str]:
     """Which of `link()` and `coupon()` a template calls."""
     tree = sandbox().parse(source)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import aiosqlite
 
 from hangupsms.models import MessageState, PlannedMessage, RenderedText
-from hangupsms.render import measure
+from hangupsms.render import measure, shown_text
 
 if TYPE_CHECKING:
     from hangupsms.store import Store
@@ -76,9 +76,7 @@ async def _bind_coupons(
         # Codes already taken for this message go back: it will not be sent with them.
         await db.execute("UPDATE coupons SET message_id = NULL, used_at = NULL"
                          " WHERE message_id = ?", (message_id,))
-        text = body.text
-        for slot in body.coupons:
-            text = text.replace(slot.marker, f"[coupon:{slot.pool}]")
+        text = shown_text(body)
     measured = measure(text)
     if empty is not None:
         await db.execute(

@@ -100,3 +100,15 @@ def test_coupons_load_and_list_from_the_command_line(tmp_path: Path) -> None:
     assert run("list") == (EXIT_OK, "spring\tunused 2\tused 0\n")
     codes.write_text("GOOD\nHAS SPACE\n", encoding="utf-8")
     assert run("load", "spring", str(codes))[0] == 1
+
+
+def test_preview_shows_where_a_code_will_go(tmp_path: Path) -> None:
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["database"] = str(tmp_path / "h.db")
+    raw["templates"]["thanks"] = "Thanks! Your code: {{ coupon('thanks') }}"
+    config = tmp_path / "h.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    out = io.StringIO()
+    assert main(["preview", "-c", str(config), str(FIXTURES / "a.ami")], out=out) == EXIT_OK
+    assert "Thanks! Your code: [coupon:thanks]\n" in out.getvalue()
+    assert "\x00" not in out.getvalue()
