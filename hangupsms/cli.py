@@ -174,6 +174,9 @@ async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
         await store.close()
     for row in rows:
         why = f" ({row.reason})" if row.reason else ""
+        if row.delivery:
+            code = f" {row.error_code}" if row.error_code else ""
+            why += f", {row.delivery}{code}"
         print(f"{_local(row.created_at, tz)} {row.pbx}/{row.linkedid} {row.rule} -> "
               f"{row.to_number} [{row.state}{why}] attempts={row.attempts} {row.body or ''}",
               file=out)

@@ -44,6 +44,7 @@ class MessageRow:
     attempts: int
     created_at: float
     updated_at: float
+    delivery: str | None = None  # the carrier's final status (delivery receipts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,8 +484,8 @@ class Store:
 
 _HISTORY_SELECT = (
     "SELECT m.id, c.pbx, c.linkedid, m.rule, m.to_number, m.provider, m.body, m.state,"
-    " m.reason, m.provider_id, m.error_code, m.attempts, m.created_at, m.updated_at"
-    " FROM messages m JOIN calls c ON c.id = m.call_id"
+    " m.reason, m.provider_id, m.error_code, m.attempts, m.created_at, m.updated_at,"
+    " m.delivery FROM messages m JOIN calls c ON c.id = m.call_id"
 )
 
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from hangupsms.cli import EXIT_OK, main
-from tests.webrig import CUSTOMER, FRENCH, inbound_form, web_rig
+from tests.webrig import CUSTOMER, FRENCH, inbound_form, status_form, web_rig
 
 
 def _run(*argv: str) -> tuple[int, str]:
@@ -27,6 +27,9 @@ async def _activity(tmp_path: Path) -> None:
             assert answer.status == 302
         await rig.post("/twilio/inbound", inbound_form("SM1", "5"))
         await rig.post("/twilio/inbound", inbound_form("SM2", "STOP", sender=FRENCH))
+        [missed] = [m for m in rig.twilio.accepted if m.to == FRENCH]
+        await rig.post("/twilio/status",
+                       status_form(missed.sid, "undelivered", to=FRENCH, error_code="30003"))
 
 
 def test_customers_export_and_offline_report(tmp_path: Path) -> None:
@@ -52,6 +55,9 @@ def test_customers_export_and_offline_report(tmp_path: Path) -> None:
     assert records[sorted([CUSTOMER, FRENCH]).index(CUSTOMER)]["ratings"] == [5]
     assert _run("export", "-c", config, "--since", "2999-01-01")[1].splitlines() == [
         "number,name,calls,first_call,last_call,messages_sent,clicks,ratings,tags,suppressed"]
+
+    history = _run("history", "-c", config, "--number", FRENCH)[1]
+    assert "missed -> +33612345678 [sent, undelivered 30003]" in history
 
     page = tmp_path / "report.html"
     assert _run("report", "-c", config, "--html", str(page))[0] == EXIT_OK
