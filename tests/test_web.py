@@ -145,6 +145,8 @@ async def test_tracked_link_redirects_to_its_url_and_counts_each_click(tmp_path:
         assert _rows(rig.db, "SELECT message_id, url, tag FROM links WHERE token = ?",
                      (token,)) == [(thanks_id, LANDING, "offer")]
 
+        async with rig.http.head(f"{rig.base}/r/{token}", allow_redirects=False) as answer:
+            assert answer.status == 405
         for clicks in (1, 2):
             async with rig.http.get(f"{rig.base}/r/{token}", allow_redirects=False) as answer:
                 assert answer.status == 302

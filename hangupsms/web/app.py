@@ -16,7 +16,8 @@ def build_app(context: WebContext) -> web.Application:
     app[CONTEXT] = context
     app.router.add_post("/twilio/status", callbacks.status)
     app.router.add_post("/twilio/inbound", inbound.receive)
-    app.router.add_get("/r/{token}", links.follow)
+    # GET only: a HEAD (a link checker, a preview) is no click.
+    app.router.add_get("/r/{token}", links.follow, allow_head=False)
     app.router.add_get("/healthz", observe.healthz)
     app.router.add_get("/metrics", observe.scrape)
     app.router.add_get("/report", report.page)
