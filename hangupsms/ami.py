@@ -51,6 +51,10 @@ class AmiConnectionLost(AmiError):
     """The connection dropped while an action was waiting for its response."""
 
 
+class AmiNotSent(AmiConnectionLost):
+    """The connection had already dropped: the action was never written to it."""
+
+
 class ConnState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
@@ -176,7 +180,7 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
 
     def send(self, data: Any, as_list: bool | None = False) -> Any:
         if self.lost.done():
-            raise AmiConnectionLost(self.lost.result())
+            raise AmiNotSent(self.lost.result())
         return super().send(data, as_list=as_list)
 
     def forget(self, action: Any) -> None:
@@ -288,7 +292,8 @@ class AmiConnection:
     """One AMI login to one PBX, kept alive until close(); events go to `sink`."""
 
     def __init__(self, pbx: PbxConfig, sink: EventSink, *, clock: Clock = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, events: bool = True) -> None:
+        """`events=False` logs in with events off (the `Events` action turns them on)."""
         if inspect.iscoroutinefunction(sink):
             raise TypeError("the AMI event sink must be a plain function that only enqueues")
         self.pbx = pbx
@@ -305,6 +310,7 @@ class AmiConnection:
         self._close_requested = asyncio.Event()
         self._session_task: asyncio.Task[_Outcome] | None = None
         self._running = False
+        self._events = events
 
     def _set_state(self, state: ConnState) -> None:
         if state is not self.state:
@@ -428,7 +434,7 @@ class AmiConnection:
             log.info("ami.ready", pbx=self.pbx.name, banner=self.banner, connects=self.connects)
             # On every login, not only reconnects: after a restart the journal may hold
             # calls that ended while the daemon was down.
-            survey = asyncio.create_task(self._report_live_calls(),
+            survey = asyncio.create_task(self.report_live_calls(),
                                          name=f"ami-channels-{self.pbx.name}")
             try:
                 reason = await self._serve(protocol)
@@ -444,8 +450,8 @@ class AmiConnection:
             if self.state is not ConnState.AUTH_FAILED:
                 self._set_state(ConnState.DISCONNECTED)
 
-    async def _report_live_calls(self) -> None:
-        """After a login: tell the consumer which calls Asterisk still has.
+    async def report_live_calls(self) -> None:
+        """After a login (and on request): tell the consumer which calls Asterisk still has.
 
         The answer follows, in the stream, every event sent before it, so the consumer can
         tell the calls that ended while we were away from those still going. Needs the
@@ -493,7 +499,7 @@ class AmiConnection:
         """None when logged in; otherwise why not (already logged)."""
         pbx = self.pbx
         login = {"Action": "Login", "Username": pbx.username, "Secret": pbx.secret,
-                 "Events": "on"}
+                 "Events": "on" if self._events else "off"}
         try:
             async with asyncio.timeout(pbx.connect_timeout):
                 self.banner = await protocol.banner

@@ -128,7 +128,15 @@ def on_agentconnect(call: CallState, h: Headers, now: float) -> None:
 
 
 def on_cdr(call: CallState, h: Headers, now: float) -> None:
-    """A leg's CDR: billable seconds of the caller's answered legs, busy, queue fallback."""
+    """A leg's CDR: billable seconds of the caller's answered legs, busy, queue fallback.
+
+    The same row may come twice (as an event, then from the CDR database after a gap):
+    it counts once.
+    """
+    key = (h.get("UniqueID", ""), h.get("DestinationChannel", ""), h.get("StartTime", ""))
+    if key in call.cdr_keys:
+        return
+    call.cdr_keys.add(key)
     call.cdrs += 1
     if endpoint(h.get("Channel", "")) != call.origin:
         return  # the handset, agent and far-end legs' own Cdrs are not the caller's

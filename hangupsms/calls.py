@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -37,13 +38,22 @@ from hangupsms.callevents import (
     on_userevent,
     on_varset,
 )
-from hangupsms.callstate import CallState, caller_number, complete, endpoint, event_time, unescape
+from hangupsms.callstate import (
+    CallState,
+    caller_number,
+    complete,
+    endpoint,
+    event_time,
+    split_clid,
+    unescape,
+)
 from hangupsms.config import PbxConfig
 from hangupsms.models import (
     CHANNELS_EVENT,
     DISCONNECTED_EVENT,
     TAG_EVENT,
     AmiEvent,
+    CdrRow,
     CompletedCall,
     EndReason,
 )
@@ -193,6 +203,61 @@ class CallTracker:
     def wants(self, name: str) -> bool:
         """Whether events named `name` can change a call (the journal keeps only those)."""
         return name in self._routes or name == TAG_EVENT
+
+    # --- CDR fallback (see cdrsource): calls whose events were missed ----------------------
+
+    def gap_pending(self, live: Collection[str]) -> list[str]:
+        """The calls a channel list naming `live` will finish as ended in the gap.
+
+        Their CDR rows should be applied first (`add_cdr`), before that event is fed.
+        """
+        if self._gap is None:
+            return []
+        return [linkedid for linkedid in sorted(self._gap.difference(live))
+                if (call := self._calls.get(linkedid)) is not None and not call.linkedid_end]
+
+    def knows(self, linkedid: str) -> bool:
+        """Whether the call is being tracked, or was finished recently."""
+        return linkedid in self._calls or linkedid in self._finished
+
+    def add_cdr(self, row: CdrRow) -> None:
+        """Apply a CDR row to the live call it belongs to (a row already seen counts once)."""
+        call = self._calls.get(row.linkedid)
+        if call is None:
+            return
+        on_cdr(call, row.headers, 0.0)
+        for name, value in row.variables.items():
+            call.variables.setdefault(name, value)
+
+    def from_cdr(self, linkedid: str, rows: Sequence[CdrRow], now: float) -> CompletedCall | None:
+        """A call none of whose channel events were seen, rebuilt from its CDR rows alone.
+
+        The row of the channel whose Uniqueid is the Linkedid stands for the call's first
+        channel: its context gives the direction (FreePBX's `did` column marks an inbound
+        call whose context was rewritten), its destination the DID or the dialed number, its
+        caller ID the customer. Nothing when the call is known already.
+        """
+        if not rows or self.knows(linkedid):
+            return None
+        origin = next((r for r in rows if r.headers.get("UniqueID") == linkedid), rows[0])
+        head = origin.headers
+        starts = [r.started_at for r in rows if r.started_at is not None]
+        ends = [r.ended_at for r in rows if r.ended_at is not None]
+        call = CallState(linkedid, now, min(starts, default=0.0))
+        self._calls[linkedid] = call
+        self._register(call, linkedid, now)
+        context = head.get("DestinationContext", "")
+        if origin.did and self.settings.inbound_contexts:
+            context = self.settings.inbound_contexts[0]
+        call.set_origin(head.get("Channel", ""), context,
+                        origin.did or head.get("Destination", ""))
+        name, number = split_clid(head.get("CallerID", ""))
+        call.origin_num = caller_number(number or head.get("Source", ""))
+        call.origin_name = name
+        for row in rows:
+            self.add_cdr(row)
+        call.ended_at = max(ends, default=call.started_at)
+        return self._finish(call, EndReason.CDR)
 
     def _on_tag(self, headers: Headers) -> None:
         """The dialplan tagged a live call through the FastAGI server: merge its variables.

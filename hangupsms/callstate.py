@@ -18,6 +18,7 @@ _ESCAPED = re.compile(r"\\([\"\\])")
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
 _NO_NUMBER = frozenset({"", "<unknown>"})
 _MAX_EPOCH = 4102444800.0  # 2100-01-01; later, negative or non-finite times are junk
+_CLID = re.compile(r'(?:"(.*)" ?)?<([^<>]*)>')
 _MAX_DIGITS = 10  # a seconds count of more digits is junk (int() refuses 4,300+)
 
 
@@ -30,6 +31,7 @@ class CallState:
         "answered",
         "answered_at",
         "busy",
+        "cdr_keys",
         "cdrs",
         "cel_cancel",
         "cel_seen",
@@ -74,6 +76,8 @@ class CallState:
         self.live = 0
         self.hangups = 0
         self.cdrs = 0
+        # (UniqueID, DestinationChannel, StartTime) of the CDRs applied
+        self.cdr_keys: set[tuple[str, str, str]] = set()
         self.cel_seen = False
         self.linkedid_end = False
         self.origin = ""  # endpoint of the channel whose Uniqueid is the Linkedid
@@ -166,6 +170,15 @@ def is_phone_number(text: str) -> bool:
 def unescape(text: str) -> str:
     """Undo the C escaping channel events apply to caller names (`\\"` and `\\\\`)."""
     return _ESCAPED.sub(r"\1", text) if "\\" in text else text
+
+
+def split_clid(clid: str) -> tuple[str, str]:
+    """A CDR `clid` (`"Alice" <+447700900123>`) as (name, number); quotes in the name are
+    escaped (`\\"`), as Asterisk merges a caller ID."""
+    match = _CLID.fullmatch(clid.strip())
+    if match is None:
+        return "", clid.strip()
+    return unescape(match.group(1) or ""), match.group(2)
 
 
 def caller_number(text: str) -> str:

@@ -17,6 +17,7 @@ import structlog
 from hangupsms import crm, logs, optout
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
+from hangupsms.secrecy import exposure_warning, secret_values
 from hangupsms.store import Store, StoreError
 
 EXIT_OK = 0
@@ -45,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config("run", "run the daemon")
     with_config("check", "validate the configuration and render every template")
+    doctor = with_config("doctor", "what the AMI user, providers and database allow")
+    doctor.add_argument("--listen", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for a test call (default 60; it stops "
+                        "early once a call has ended)")
     preview = with_config("preview", "show what a recorded AMI transcript would send")
     preview.add_argument("transcript", type=Path, help="an .ami byte stream")
     replay = with_config("replay", "run a recorded AMI transcript through the pipeline")
@@ -74,7 +79,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    logs.configure(args.log_level or ("warning" if args.command == "demo" else "info"))
+    quiet = args.command in ("demo", "doctor")  # their output is the point, not the log
+    logs.configure(args.log_level or ("warning" if quiet else "info"))
     try:
         return _dispatch(args, stdout)
     except ConfigError as exc:
@@ -94,11 +100,14 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "demo":
         return asyncio.run(commands.demo(out, keep_db=args.db))
     cfg = load_config(args.config)
+    logs.redact(secret_values(cfg))
     match args.command:
         case "check":
             return check(cfg, out)
         case "run":
             return asyncio.run(_run(cfg, args.config))
+        case "doctor":
+            return asyncio.run(_doctor(cfg, args.listen, out))
         case "preview":
             return asyncio.run(commands.preview(cfg, args.transcript, out))
         case "replay":
@@ -136,7 +145,19 @@ def check(cfg: Config, out: TextIO) -> int:
             continue
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
+    source = Path(cfg.source) if cfg.source else None
+    warning = exposure_warning(source) if source is not None and source.is_file() else None
+    if warning:
+        print(f"  warning: {warning}", file=out)
     return EXIT_CONFIG if failed else EXIT_OK
+
+
+async def _doctor(cfg: Config, listen: float, out: TextIO) -> int:
+    from hangupsms.doctor import diagnose, report
+
+    print(f"logging in to each PBX; make a test call now (listening up to {listen:g} s)",
+          file=out, flush=True)
+    return EXIT_OK if report(await diagnose(cfg, listen=listen), out) else EXIT_RUNTIME
 
 
 async def _run(cfg: Config, path: Path) -> int:

@@ -26,6 +26,7 @@ from hangupsms.settings import (
     GATEWAY_VARIABLES,
     AgentConfig,
     AgiConfig,
+    CdrConfig,
     Config,
     JsonTemplate,
     PbxConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "GATEWAY_VARIABLES",
     "AgentConfig",
     "AgiConfig",
+    "CdrConfig",
     "Config",
     "ConfigError",
     "JsonTemplate",
@@ -67,12 +69,24 @@ __all__ = [
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-_TOP_KEYS = (
+TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
     "max_customer_name", "agi", "retention", "web",
 )  # fmt: skip
-_TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
-_PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
+TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
+PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
+# Required keys and integer bounds of the other sections (the reference reads them too).
+PBX_REQUIRED = ("name", "username", "secret")
+PHONE_BOUNDS = {"internal_max_digits": (0, 15)}
+AGI_BOUNDS = {"port": (0, 65535)}
+RETENTION_REQUIRED = ("days",)
+RETENTION_BOUNDS = {"days": (1, None)}
+TEMPLATE_REQUIRED = ("text",)
+MAX_SEGMENTS = (1, 20)
+MAX_CUSTOMER_NAME = (1, 1000)
+RULE_REQUIRED = ("name", "send")
+SEND_REQUIRED = ("template", "to", "via")
+WINDOW_REQUIRED = ("from", "to")
 _RECIPIENTS = ("customer", "agent")
 
 
@@ -101,12 +115,12 @@ def parse_config(
     A relative `database` is taken from `base_dir`, by default the current directory.
     """
     reader = NodeReader(source, os.environ if environ is None else environ)
-    top = reader.mapping(reader.document(text), _TOP_KEYS, _TOP_REQUIRED)
+    top = reader.mapping(reader.document(text), TOP_KEYS, TOP_REQUIRED)
     phone = _phone(reader, top.get("phone"))
-    providers = read_providers(reader, top["providers"])
+    pbx_list = _pbx_list(reader, top["pbx"], base_dir or Path.cwd())
+    providers = read_providers(reader, top["providers"], [p.name for p in pbx_list])
     templates = _templates(reader, top["templates"])
     name_cap = top.get("max_customer_name")
-    pbx_list = _pbx_list(reader, top["pbx"])
     rules = _rules(reader, top["rules"], _Targets(templates, providers, phone))
     web = read_web(reader, top.get("web"), rules)
     check_template_functions(reader, top["templates"], templates, web)
@@ -123,7 +137,7 @@ def parse_config(
         templates=MappingProxyType(templates),
         rules=rules,
         agents=MappingProxyType(_agents(reader, top.get("agents"), phone)),
-        max_customer_name=64 if name_cap is None else reader.integer(name_cap, 1, 1000),
+        max_customer_name=64 if name_cap is None else reader.integer(name_cap, *MAX_CUSTOMER_NAME),
         agi=_agi(reader, top.get("agi"), pbx_list),
         retention=_retention(reader, top.get("retention")),
         web=web,
@@ -134,15 +148,15 @@ def parse_config(
 def _retention(reader: NodeReader, at: At | None) -> RetentionConfig | None:
     if at is None:
         return None
-    nodes = reader.mapping(at, ("days", "every_hours"), ("days",))
-    return reader.fill(nodes, RetentionConfig, {"days": (1, None)})
+    nodes = reader.mapping(at, _keys(RetentionConfig), RETENTION_REQUIRED)
+    return reader.fill(nodes, RetentionConfig, RETENTION_BOUNDS)
 
 
 def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiConfig | None:
     if at is None:
         return None
-    nodes = reader.mapping(at, ("host", "port", "deadline", "pbx"), ())
-    agi = reader.fill(nodes, AgiConfig, {"port": (0, 65535)})
+    nodes = reader.mapping(at, _keys(AgiConfig), ())
+    agi = reader.fill(nodes, AgiConfig, AGI_BOUNDS)
     names = [p.name for p in pbx]
     if not agi.pbx:
         if len(names) != 1:
@@ -154,11 +168,13 @@ def _agi(reader: NodeReader, at: At | None, pbx: tuple[PbxConfig, ...]) -> AgiCo
     return agi
 
 
-def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
+def _pbx_list(reader: NodeReader, at: At, base_dir: Path) -> tuple[PbxConfig, ...]:
     out: list[PbxConfig] = []
     for item in reader.sequence(at):
-        nodes = reader.mapping(item, _keys(PbxConfig), ("name", "username", "secret"))
-        pbx = reader.fill(nodes, PbxConfig, _PBX_BOUNDS)
+        nodes = reader.mapping(item, _keys(PbxConfig), PBX_REQUIRED)
+        cdr = nodes.get("cdr")
+        pbx = reader.fill(nodes, PbxConfig, PBX_BOUNDS,
+                          cdr=None if cdr is None else _cdr(reader, cdr, base_dir))
         require_text(reader, nodes, "name", pbx.name)
         require_text(reader, nodes, "username", pbx.username)
         require_text(reader, nodes, "secret", pbx.secret)
@@ -168,6 +184,34 @@ def _pbx_list(reader: NodeReader, at: At) -> tuple[PbxConfig, ...]:
     if not out:
         raise reader.error(at, "at least one PBX is needed")
     return tuple(out)
+
+
+CDR_REQUIRED = ("sqlite",)
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _cdr(reader: NodeReader, at: At, base_dir: Path) -> CdrConfig:
+    nodes = reader.mapping(at, _keys(CdrConfig), CDR_REQUIRED)
+    variables: dict[str, str] = {}
+    if "variables" in nodes:
+        for name, column_at in reader.entries(nodes["variables"]):
+            variables[name] = _column(reader, column_at)
+    cdr = reader.fill(nodes, CdrConfig, sqlite=_database(reader, nodes["sqlite"], base_dir),
+                      variables=MappingProxyType(variables))
+    _column(reader, nodes.get("table"))
+    if cdr.timezone:
+        _timezone(reader, nodes["timezone"])
+    return cdr
+
+
+def _column(reader: NodeReader, at: At | None) -> str:
+    """A table or column name: quoted into SQL, so only a plain identifier is accepted."""
+    if at is None:
+        return ""
+    name = reader.text(at)
+    if not _COLUMN.fullmatch(name):
+        raise reader.error(at, f"'{name}' is not a plain SQL name (letters, digits, _)")
+    return name
 
 
 def _database(reader: NodeReader, at: At, base_dir: Path) -> Path:
@@ -191,7 +235,7 @@ def _phone(reader: NodeReader, at: At | None) -> PhoneConfig:
     if at is None:
         return PhoneConfig()
     nodes = reader.mapping(at, _keys(PhoneConfig))
-    phone = reader.fill(nodes, PhoneConfig, {"internal_max_digits": (0, 15)})
+    phone = reader.fill(nodes, PhoneConfig, PHONE_BOUNDS)
     if "number_check" in nodes:
         reader.choice(nodes["number_check"], ("valid", "possible"), "number check")
     default = _region(reader, nodes["default_region"]) if "default_region" in nodes else None
@@ -218,10 +262,10 @@ def _templates(reader: NodeReader, at: At) -> dict[str, TemplateConfig]:
     for name, item in reader.entries(at):
         max_segments: int | None = None
         if isinstance(item.node, yaml.MappingNode):
-            nodes = reader.mapping(item, ("text", "max_segments"), ("text",))
+            nodes = reader.mapping(item, ("text", "max_segments"), TEMPLATE_REQUIRED)
             text_at = nodes["text"]
             if "max_segments" in nodes:
-                max_segments = reader.integer(nodes["max_segments"], 1, 20)
+                max_segments = reader.integer(nodes["max_segments"], *MAX_SEGMENTS)
         else:
             text_at = item
         text = reader.text(text_at)
@@ -269,7 +313,7 @@ class _Targets:
 def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
     out: list[Rule] = []
     for item in reader.sequence(at):
-        nodes = reader.mapping(item, ("name", "when", "send"), ("name", "send"))
+        nodes = reader.mapping(item, ("name", "when", "send"), RULE_REQUIRED)
         name = reader.text(nodes["name"])
         require_text(reader, nodes, "name", name)
         if name in {rule.name for rule in out}:
@@ -280,7 +324,7 @@ def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
 
 
 def _send(reader: NodeReader, at: At, targets: _Targets) -> RuleSend:
-    nodes = reader.mapping(at, ("template", "to", "via"), ("template", "to", "via"))
+    nodes = reader.mapping(at, SEND_REQUIRED, SEND_REQUIRED)
     template = reader.choice(nodes["template"], tuple(targets.templates), "template")
     via = reader.choice(nodes["via"], tuple(targets.providers), "provider")
     to = reader.text(nodes["to"])
@@ -326,7 +370,7 @@ def _windows(reader: NodeReader, at: At) -> tuple[TimeWindow, ...]:
 
 def _window(reader: NodeReader, at: At) -> TimeWindow:
     """`{days: [mon, fri], from: "09:00", to: "17:30"}`; `days` defaults to every day."""
-    nodes = reader.mapping(at, ("days", "from", "to"), ("from", "to"))
+    nodes = reader.mapping(at, ("days", "from", "to"), WINDOW_REQUIRED)
     days = frozenset(range(7))
     if "days" in nodes:
         days = frozenset(reader.weekday(item) for item in reader.items(nodes["days"]))

@@ -1,9 +1,10 @@
-"""The `providers:` section of the configuration: twilio, http gateways, console."""
+"""The `providers:` section of the configuration: twilio, http gateways, GSM modems, console."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,22 +19,31 @@ from hangupsms.settings import GATEWAY_VARIABLES, JsonTemplate, ProviderConfig
 from hangupsms.yamlnodes import BOOL, FLOAT, INT, NULL, At, NodeReader
 
 # RetryPolicy fields a provider entry may set (batch and idle_poll are the sender's own).
-_RETRY_KEYS = (
+RETRY_KEYS = (
     "max_attempts", "max_age", "base_delay", "max_delay", "throttle_delay", "lookup_settle",
     "lookup_delay", "max_lookups", "clock_skew",
 )  # fmt: skip
-_RETRY_BOUNDS = {"max_attempts": (1, None), "max_lookups": (1, None)}
-_PROVIDER_KEYS = {
+RETRY_BOUNDS = {"max_attempts": (1, None), "max_lookups": (1, None)}
+PROVIDER_KEYS = {
     "twilio": (
         "kind", "account_sid", "auth_token", "from", "messaging_service_sid", "api_url",
-        "timeout", "rate", "lookup_limit", *_RETRY_KEYS,
+        "timeout", "rate", "lookup_limit", *RETRY_KEYS,
     ),
     "http": (
         "kind", "method", "url", "headers", "form", "json", "query", "success_status",
-        "success_json_path", "success_value", "id_json_path", "timeout", "rate", *_RETRY_KEYS,
+        "success_json_path", "success_value", "id_json_path", "timeout", "rate", *RETRY_KEYS,
     ),
-    "console": ("kind", "timeout", "rate", *_RETRY_KEYS),
+    "ami-gsm": (
+        "kind", "pbx", "module", "device", "validity", "report", "timeout", "rate",
+        *RETRY_KEYS,
+    ),
+    "console": ("kind", "timeout", "rate", *RETRY_KEYS),
 }  # fmt: skip
+PROVIDER_REQUIRED = {"twilio": ("account_sid", "auth_token"), "http": ("url",),
+                     "ami-gsm": ("device",)}
+GSM_MODULES = ("dongle", "quectel")
+# The longest relative validity an SMS-SUBMIT can ask for (TP-VP 255: 63 weeks), in minutes.
+MAX_VALIDITY = 63 * 7 * 24 * 60
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 
 
@@ -42,21 +52,26 @@ def require_text(reader: NodeReader, nodes: Mapping[str, At], key: str, value: s
         raise reader.error(nodes[key], "must not be empty")
 
 
-def read_providers(reader: NodeReader, at: At) -> dict[str, ProviderConfig]:
-    out = {name: _provider(reader, name, item) for name, item in reader.entries(at)}
+def read_providers(
+    reader: NodeReader, at: At, pbx: Collection[str]
+) -> dict[str, ProviderConfig]:
+    """Every entry of `providers:`; `pbx` names the configured PBXs an ami-gsm entry may use."""
+    out = {name: _provider(reader, name, item, pbx) for name, item in reader.entries(at)}
     if not out:
         raise reader.error(at, "at least one provider is needed")
     return out
 
 
-def _provider(reader: NodeReader, name: str, at: At) -> ProviderConfig:
+def _provider(reader: NodeReader, name: str, at: At, pbx: Collection[str]) -> ProviderConfig:
     kind_at = dict(reader.entries(at)).get("kind")
     if kind_at is None:
         raise reader.error(At(at.node, at.child("kind"), at.line), "missing (required)")
-    kind = reader.choice(kind_at, tuple(_PROVIDER_KEYS), "provider kind")
-    required = {"twilio": ("account_sid", "auth_token"), "http": ("url",)}.get(kind, ())
-    nodes = reader.mapping(at, _PROVIDER_KEYS[kind], required)
-    retry = reader.fill(nodes, RetryPolicy, _RETRY_BOUNDS)
+    kind = reader.choice(kind_at, tuple(PROVIDER_KEYS), "provider kind")
+    required = PROVIDER_REQUIRED.get(kind, ())
+    nodes = reader.mapping(at, PROVIDER_KEYS[kind], required)
+    retry = reader.fill(nodes, RetryPolicy, RETRY_BOUNDS)
+    if kind == "ami-gsm":
+        return _gsm(reader, at, nodes, name, retry, pbx)
     gateway = _GatewayParts(reader) if kind == "http" else None
     parts = gateway.read(nodes) if gateway is not None else {}
     provider = reader.fill(nodes, ProviderConfig, name=name, kind=kind, retry=retry, **parts)
@@ -173,3 +188,28 @@ def _check_gateway(
     if "body" not in used:
         raise reader.error(at, "no form, json or query template uses {{ body }}: "
                            "the message text would never be sent")
+
+
+def _gsm(
+    reader: NodeReader, at: At, nodes: Mapping[str, At], name: str, retry: RetryPolicy,
+    pbx: Collection[str],
+) -> ProviderConfig:
+    """An `ami-gsm` entry: which PBX's AMI connection, which channel driver, which modem."""
+    bounds = {"validity": (1, MAX_VALIDITY)}
+    provider = reader.fill(nodes, ProviderConfig, bounds, name=name, kind="ami-gsm", retry=retry)
+    require_text(reader, nodes, "device", provider.device)
+    if "module" in nodes:
+        reader.choice(nodes["module"], GSM_MODULES, "module")
+    if provider.module != "dongle":
+        for key in ("validity", "report"):
+            if key in nodes:
+                raise reader.error(nodes[key], f"only chan_dongle takes '{key}' "
+                                   "(module: dongle)")
+    if "pbx" not in nodes:
+        if len(pbx) != 1:
+            raise reader.error(at, "name the pbx whose modem sends ('pbx:')")
+        return dataclasses.replace(provider, pbx=next(iter(pbx)))
+    if provider.pbx not in pbx:
+        raise reader.error(nodes["pbx"], f"unknown pbx '{provider.pbx}'; expected one of: "
+                           + ", ".join(pbx))
+    return provider

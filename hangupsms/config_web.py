@@ -11,6 +11,8 @@ from hangupsms.settings import Rule, TemplateConfig, WebConfig
 from hangupsms.yamlnodes import At, NodeReader
 
 _KEYWORD_LISTS = ("stop_keywords", "start_keywords", "help_keywords")
+WEB_REQUIRED = ("public_url",)
+WEB_BOUNDS = {"port": (0, 65535)}
 
 
 def read_web(reader: NodeReader, at: At | None, rules: tuple[Rule, ...]) -> WebConfig | None:
@@ -18,8 +20,8 @@ def read_web(reader: NodeReader, at: At | None, rules: tuple[Rule, ...]) -> WebC
     if at is None:
         return None
     allowed = tuple(f.name for f in dataclasses.fields(WebConfig))
-    nodes = reader.mapping(at, allowed, ("public_url",))
-    web = reader.fill(nodes, WebConfig, {"port": (0, 65535)})
+    nodes = reader.mapping(at, allowed, WEB_REQUIRED)
+    web = reader.fill(nodes, WebConfig, WEB_BOUNDS)
     parts = urlsplit(web.public_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise reader.error(nodes["public_url"], "expected the absolute http(s) URL the reverse "

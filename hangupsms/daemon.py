@@ -11,6 +11,7 @@ from typing import TextIO
 
 import structlog
 
+from hangupsms import logs
 from hangupsms.agi import AgiServer
 from hangupsms.ami import AmiConnection, ConnState, EventQueue
 from hangupsms.config import Config, ConfigError, load_config
@@ -18,6 +19,7 @@ from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.models import AmiEvent, CompletedCall
 from hangupsms.pipeline import CallPipeline
 from hangupsms.providers import SmsProvider, build_provider
+from hangupsms.secrecy import secret_values
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
 from hangupsms.web.app import WebServer
@@ -72,8 +74,11 @@ class Daemon:
             if recovered:
                 # Checked with the provider before anything new is sent: never sent twice.
                 log.warning("outbox.interrupted_sends_to_check", messages=recovered)
+            # A modem provider sends on the same AMI connection the events come in on.
+            links = {connection.pbx.name: connection for connection in self.connections}
             for name, pcfg in self.cfg.providers.items():
-                providers.setdefault(name, build_provider(pcfg, console=self._console))
+                providers.setdefault(name, build_provider(pcfg, console=self._console,
+                                                          ami=links))
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
                                     on_progress=self._progress.set,
@@ -98,10 +103,10 @@ class Daemon:
                 watchdog = group.create_task(self._watchdog(consumer, sender, store),
                                              name="watchdog")
                 retention = group.create_task(self._retention(store), name="retention")
+                cdr_poll = group.create_task(self._cdr_poll(pipeline), name="cdr-poll")
                 await self.stop.wait()
-                reloader.cancel()
-                watchdog.cancel()
-                retention.cancel()
+                for helper in (reloader, watchdog, retention, cdr_poll):
+                    helper.cancel()
                 await self._shutdown(pipeline, consumer, sender, sender_stop)
         finally:
             if self.agi is not None:
@@ -150,6 +155,22 @@ class Daemon:
                 self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
+    async def _cdr_poll(self, pipeline: CallPipeline) -> None:
+        """While calls whose start was missed are up, ask for the channel list now and then.
+
+        The list goes through the event queue like any event; when it no longer names such
+        a call, the call is rebuilt from its CDR rows (see cdrrecovery).
+        """
+        intervals = [p.cdr.poll_interval for p in self.cfg.pbx if p.cdr is not None]
+        if not intervals:
+            return
+        while True:
+            await asyncio.sleep(min(intervals))
+            for connection in self.connections:
+                if (pipeline.cdr.waiting(connection.pbx.name)
+                        and connection.state is ConnState.READY):
+                    await connection.report_live_calls()
+
     async def _retention(self, store: Store) -> None:
         """Delete records older than `retention.days`, at start and every `every_hours`."""
         while (retention := self.cfg.retention) is not None:
@@ -171,6 +192,7 @@ class Daemon:
             return False
         try:
             new = load_config(self._config_path)
+            logs.redact(secret_values(new))
         except ConfigError as exc:
             log.error("config.reload_refused", error=str(exc))
             return False
@@ -245,11 +267,15 @@ class Daemon:
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             event = await self._next_event(timeout)
             now = self._clock()
-            finished = pipeline.feed(event, now) if event is not None else []
+            finished = [] if event is None else await _feed(pipeline, event, now)
             # Take what else is already queued without awaiting per event: the asyncio
             # round trip per event cost more than the work itself (bench/RESULTS.md).
             for _ in range(min(self.queue.qsize(), CONSUME_BATCH)):
-                finished += pipeline.feed(self.queue.get_nowait(), now)
+                queued = self.queue.get_nowait()
+                if pipeline.needs_await(queued):
+                    finished += await pipeline.feed_async(queued, now)
+                else:
+                    finished += pipeline.feed(queued, now)
             finished += pipeline.expire(now)
             if finished:
                 await pipeline.record(finished)
@@ -307,9 +333,15 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("providers")
     if new.web != old.web:
         changed.append("web")
-    # A PBX added, removed, moved or with a new login.
-    before = {p.name: (p.host, p.port, p.username, p.secret) for p in old.pbx}
-    after = {p.name: (p.host, p.port, p.username, p.secret) for p in new.pbx}
+    # A PBX added, removed, moved, with a new login or another CDR database.
+    before = {p.name: (p.host, p.port, p.username, p.secret, p.cdr) for p in old.pbx}
+    after = {p.name: (p.host, p.port, p.username, p.secret, p.cdr) for p in new.pbx}
     if before != after:
         changed.append("pbx (connections)")
     return changed
+
+
+async def _feed(pipeline: CallPipeline, event: AmiEvent, now: float) -> list[CompletedCall]:
+    if pipeline.needs_await(event):
+        return await pipeline.feed_async(event, now)
+    return pipeline.feed(event, now)

@@ -1,10 +1,12 @@
-"""structlog set-up: key=value on a TTY, JSON lines otherwise; phone numbers masked."""
+"""structlog set-up: key=value on a TTY, JSON lines otherwise; phone numbers masked, secrets
+redacted."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -14,6 +16,24 @@ def mask_number(number: str | None) -> str:
     if not number:
         return ""
     return "***" + number[-4:] if len(number) > 4 else "***"
+
+
+_REDACTED: set[str] = set()  # secret values never to be written, whatever logs them
+
+
+def redact(secrets: Iterable[str]) -> None:
+    """From now on, log lines show these values as `[redacted]` (library messages too)."""
+    _REDACTED.update(s for s in secrets if s)
+
+
+def _redact(_: object, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _REDACTED:
+        for key, value in event_dict.items():
+            if isinstance(value, str) and any(s in value for s in _REDACTED):
+                for secret in sorted(_REDACTED, key=len, reverse=True):
+                    value = value.replace(secret, "[redacted]")
+                event_dict[key] = value
+    return event_dict
 
 
 def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
@@ -32,7 +52,7 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     )
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, _redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
@@ -40,7 +60,8 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _redact,
+                        renderer],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )

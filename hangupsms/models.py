@@ -50,6 +50,7 @@ class EndReason(enum.StrEnum):
     NO_CHANNELS = "no_channels"  # no CEL: last channel hung up and the grace passed
     EVICTED = "evicted"  # never ended within the TTL
     GAP = "ended_while_disconnected"  # Asterisk no longer had it after an AMI reconnect
+    CDR = "from_cdr"  # its events were missed: rebuilt from the PBX's CDR rows alone
 
 
 # Events hangupsms itself puts into the stream, in order with Asterisk's events. The `@`
@@ -211,3 +212,16 @@ class LookupResult:
     status: LookupStatus
     provider_id: str | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    """One CDR row of the PBX's CDR database (see `cdrsource`)."""
+
+    rowid: int
+    linkedid: str
+    headers: Mapping[str, str]  # named as in a `Cdr` AMI event
+    did: str  # FreePBX's `did` column; "" when the table has none
+    variables: Mapping[str, str]  # call variable -> value, from the configured columns
+    started_at: float | None
+    ended_at: float | None

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from hangupsms.calls import CallTracker, TrackerSettings
+from hangupsms.cdrrecovery import CdrRecovery
+from hangupsms.cdrsource import SqliteCdrSource
 from hangupsms.config import Config
 from hangupsms.journal import Journal
 from hangupsms.logs import mask_number
-from hangupsms.models import DISCONNECTED_EVENT, AmiEvent, CompletedCall
+from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent, CompletedCall
 from hangupsms.phone import check_number
 from hangupsms.planner import plan
 from hangupsms.render import Renderer
@@ -39,6 +41,7 @@ class CallPipeline:
         self.events_fed = 0  # AMI events handed to a tracker (the /metrics counter)
         self.journal = Journal(store) if journal else None
         self._trim_due = False
+        self.cdr = CdrRecovery(store, _cdr_sources(cfg))
 
     def reconfigure(self, cfg: Config) -> None:
         """Rules, templates, numbers and call settings of `cfg` apply from the next call on."""
@@ -48,6 +51,20 @@ class CallPipeline:
             tracker = self._trackers.get(pbx.name)
             if tracker is not None:
                 tracker.reconfigure(TrackerSettings.from_pbx(pbx))
+
+    def needs_await(self, event: AmiEvent) -> bool:
+        """Whether `event` must go through `feed_async` (a channel list with a CDR source)."""
+        return event.name == CHANNELS_EVENT and self.cdr.covers(event.pbx)
+
+    async def feed_async(self, event: AmiEvent, now: float) -> list[CompletedCall]:
+        """`feed`, with the CDR database consulted around a channel list (see cdrrecovery)."""
+        tracker = self._trackers.get(event.pbx)
+        if tracker is None or not self.needs_await(event):
+            return self.feed(event, now)
+        live = event.headers.get("Linkedids", "").split()
+        await self.cdr.complete_gap(tracker, live)
+        finished = self.feed(event, now)
+        return finished + await self.cdr.missed_calls(tracker, live, now)
 
     def feed(self, event: AmiEvent, now: float) -> list[CompletedCall]:
         tracker = self._trackers.get(event.pbx)
@@ -125,3 +142,8 @@ class CallPipeline:
         if stored:
             self._on_recorded()
         self._trim_due = True
+
+
+def _cdr_sources(cfg: Config) -> dict[str, SqliteCdrSource]:
+    return {pbx.name: SqliteCdrSource(pbx.cdr, cfg.timezone) for pbx in cfg.pbx
+            if pbx.cdr is not None}

@@ -20,12 +20,37 @@ from pathlib import Path
 
 import structlog
 
+from hangupsms.cdrlab import CdrWriter
 from hangupsms.frames import Frame, FrameSplitter, FrameTooLarge, decode_frame, read_transcript
 
 log = structlog.get_logger(__name__)
 
 BANNER = b"Asterisk Call Manager/11.0.0"
 EOL = b"\r\n"
+# Some actions of Asterisk 22 and the write classes that allow each (any one of them; none:
+# every user may). ListCommands lists an action as `Name: synopsis (Priv: classes,all)`,
+# `(Priv: <none>)` for those every user may run.
+ACTION_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Login": ("Login Manager.", ()),
+    "Logoff": ("Logoff Manager.", ()),
+    "Ping": ("Keepalive command.", ()),
+    "Events": ("Control Event Flow.", ()),
+    "ListCommands": ("List available manager commands.", ()),
+    "CoreSettings": ("Show PBX core settings (version etc).", ("system", "reporting")),
+    "CoreShowChannels": ("List currently active channels.", ("system", "reporting")),
+    "Status": ("List channel status.", ("system", "call", "reporting")),
+    "Getvar": ("Gets a channel variable or function value.", ("call", "reporting")),
+    "Setvar": ("Sets a channel variable or function value.", ("call",)),
+    "Hangup": ("Hangup channel.", ("system", "call")),
+    "Redirect": ("Redirect (transfer) a call.", ("call",)),
+    "Originate": ("Originate a call.", ("originate",)),
+    "Command": ("Execute Asterisk CLI Command.", ("command",)),
+    "GetConfig": ("Retrieve configuration.", ("system", "config")),
+    "UpdateConfig": ("Update basic configuration.", ("config",)),
+    "UserEvent": ("Send an arbitrary event.", ("user",)),
+    "AGI": ("Add an AGI command to execute by Async AGI.", ("agi",)),
+}
+_ACTION_NAMES = {name.lower(): name for name in ACTION_CLASSES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +59,22 @@ class ReplayFrame:
 
     raw: bytes
     delay: float  # seconds after the previous event frame of the same recording
+
+
+@dataclass(frozen=True, slots=True)
+class ModemAnswer:
+    """How the fake GSM modem answers one DongleSendSMS / QuectelSendSMS, as chan_dongle does.
+
+    `response` None never answers (the client's action times out); `drop` closes the
+    connection instead of answering, after the action was read.
+    """
+
+    response: str | None = "Success"
+    message: str = "SMS queued for send"
+    drop: bool = False
+
+
+SMS_ACTIONS = ("donglesendsms", "quectelsendsms")
 
 
 def load_transcript(path: Path) -> list[ReplayFrame]:
@@ -65,6 +106,9 @@ def load_transcript(path: Path) -> list[ReplayFrame]:
     return out
 
 
+_CDR_WRITER_EVENTS = (b"Event: Newchannel\r", b"Event: VarSet\r", b"Event: Cdr\r")
+
+
 class AmiReplayServer:
     """An AMI server on 127.0.0.1 (port 0) replaying transcripts, concatenated in order.
 
@@ -73,15 +117,25 @@ class AmiReplayServer:
     connection after that many event frames; `pace` scales the recorded spacing (None: as
     fast as possible); `answer_pings=False` plays a dead peer that keeps the socket open;
     `lose_after_drop` frames after each drop happen while nobody listens, and are lost;
-    `hold_at` pauses the replay before that frame index until `released` is set.
+    `hold_at` pauses the replay before that frame index until `released` is set;
+    `cdr` writes the CDR rows of every event that happens (see cdrlab).
     CoreShowChannels lists the channels the frames so far have created and not hung up.
+    `write_classes` plays a manager user's `write =`: actions of ACTION_CLASSES it does not
+    allow get `Permission denied`, and ListCommands lists only the others (None: all).
+
+    `modem` plays a GSM modem behind chan_dongle / chan_quectel: its answers are used in
+    order, then every send succeeds; each send action is kept in `sms`. Without it (None)
+    the PBX has no such module and those actions are unknown commands.
     """
 
     def __init__(self, transcripts: Iterable[Path] = (), *, username: str, secret: str,
                  chunk_size: int | None = None, drop_after_frames: int | None = None,
                  pace: float | None = None, answer_pings: bool = True,
                  banner: bytes = BANNER, lose_after_drop: int = 0,
-                 hold_at: int | None = None) -> None:
+                 hold_at: int | None = None, cdr: CdrWriter | None = None,
+                 list_before_drop: bool = False,
+                 write_classes: frozenset[str] | None = None,
+                 modem: Sequence[ModemAnswer] | None = None) -> None:
         self.frames: list[ReplayFrame] = [f for p in transcripts for f in load_transcript(p)]
         self.username = username
         self.secret = secret
@@ -95,6 +149,11 @@ class AmiReplayServer:
         self.connections = 0
         self.lose_after_drop = lose_after_drop
         self.hold_at = hold_at  # pause before sending the frame at this index until release()
+        self.cdr = cdr  # Asterisk's CDR backend: writes rows whether anyone listens or not
+        # A drop waits until the session answered a CoreShowChannels: each session then
+        # learns which calls are live, as a client does whose link stays up for a moment.
+        self.list_before_drop = list_before_drop
+        self.write_classes = write_classes
         self.released = asyncio.Event()
         self.lost_frames = 0
         self.live: dict[str, str] = {}  # Uniqueid -> Linkedid of channels not yet hung up
@@ -103,6 +162,8 @@ class AmiReplayServer:
         self.login_failures = 0
         self.actions: collections.Counter[str] = collections.Counter()
         self.events_done = asyncio.Event()
+        self.modem = None if modem is None else collections.deque(modem)
+        self.sms: list[dict[str, str]] = []  # every send action's headers but ActionID
         self._server: asyncio.Server | None = None
         self._sessions: set[_ReplaySession] = set()
         self._changed = asyncio.Event()
@@ -145,9 +206,19 @@ class AmiReplayServer:
         while not predicate():
             await self._changed.wait()
 
+    def allows(self, action: str) -> bool:
+        """Whether the manager user may run `action` (unknown actions: yes, as before)."""
+        name = _ACTION_NAMES.get(action.lower())
+        if self.write_classes is None or name is None or "all" in self.write_classes:
+            return True
+        needed = ACTION_CLASSES[name][1]
+        return not needed or bool(self.write_classes.intersection(needed))
+
     def advance(self) -> None:
         """The frame at the cursor has happened (sent, or lost while nobody listened)."""
         raw = self.frames[self.cursor].raw
+        if self.cdr is not None and raw.startswith(_CDR_WRITER_EVENTS):
+            self.cdr.happened(decode_frame(raw))
         if raw.startswith((b"Event: Newchannel\r", b"Event: Hangup\r")):
             frame = decode_frame(raw)
             uniqueid = frame.first("Uniqueid") or ""
@@ -186,6 +257,8 @@ class _ReplaySession:
         self.authenticated = False
         self._lock = asyncio.Lock()  # one frame at a time: chunked writes must not interleave
         self._replay: asyncio.Task[None] | None = None
+        self._eof_sent = False  # half-closed by a drop: nothing more may be written
+        self._listed = asyncio.Event()  # a CoreShowChannels was answered on this session
 
     async def run(self) -> None:
         try:
@@ -220,6 +293,14 @@ class _ReplaySession:
             return await self._login(frame, action_id)
         if not self.authenticated:
             await self._reply(action_id, ("Error", "Authentication Required"))
+        elif not self.server.allows(action):
+            await self._reply(action_id, ("Error", "Permission denied"))
+        elif action == "listcommands":
+            await self._list_commands(action_id)
+        elif action == "coresettings":
+            await self._reply(action_id, ("Success", None), ("AMIversion", "11.0.0"),
+                              ("AsteriskVersion", "22.10.1"), ("SystemName", ""),
+                              ("CoreCDRenabled", "Yes"), ("CoreHTTPenabled", "No"))
         elif action == "ping":
             if self.server.answer_pings:
                 stamp = f"{time.time():.6f}"
@@ -228,20 +309,48 @@ class _ReplaySession:
         elif action == "events":
             await self._events(frame, action_id)
         elif action == "coreshowchannels":
-            # The channels the replay has created and not yet hung up, as Asterisk lists them.
-            live = sorted(self.server.live.items())
-            await self._reply(action_id, ("Success", "Channels will follow"),
-                              ("EventList", "start"))
-            for uniqueid, linkedid in live:
-                await self._send([("Event", "CoreShowChannel"), ("ActionID", action_id),
-                                  ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
-            await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
-                              ("EventList", "Complete"), ("ListItems", str(len(live)))])
+            await self._list_channels(action_id)
+        elif action in SMS_ACTIONS and self.server.modem is not None:
+            return await self._send_sms(frame, action_id, self.server.modem)
         elif action == "logoff":
             await self._reply(action_id, ("Goodbye", "Thanks for all the fish."))
             return False
         else:
             await self._reply(action_id, ("Error", "Invalid/unknown command"))
+        return True
+
+    async def _list_channels(self, action_id: str | None) -> None:
+        """The channels the replay has created and not yet hung up, as Asterisk lists them."""
+        live = sorted(self.server.live.items())
+        await self._reply(action_id, ("Success", "Channels will follow"), ("EventList", "start"))
+        for uniqueid, linkedid in live:
+            await self._send([("Event", "CoreShowChannel"), ("ActionID", action_id),
+                              ("Uniqueid", uniqueid), ("Linkedid", linkedid)])
+        await self._send([("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
+                          ("EventList", "Complete"), ("ListItems", str(len(live)))])
+        self._listed.set()
+
+    async def _list_commands(self, action_id: str | None) -> None:
+        listed = [
+            (name, f"{synopsis} (Priv: {','.join((*classes, 'all')) if classes else '<none>'})")
+            for name, (synopsis, classes) in ACTION_CLASSES.items() if self.server.allows(name)
+        ]
+        await self._reply(action_id, ("Success", None), *listed)
+
+    async def _send_sms(self, frame: Frame, action_id: str | None,
+                        answers: collections.deque[ModemAnswer]) -> bool:
+        """Answer a send as chan_dongle's manager.c does; False when the answer is a hang-up."""
+        server = self.server
+        server.sms.append({k: v for k, v in frame.headers if k.lower() != "actionid"})
+        server._notify()
+        answer = answers.popleft() if answers else ModemAnswer()
+        if answer.drop:
+            return False
+        if answer.response is not None:
+            device = frame.first("Device") or ""
+            ident = f"0x{0x55D0C5A3E000 + 64 * len(server.sms):x}"
+            await self._reply(action_id, (answer.response, f"[{device}] {answer.message}"),
+                              ("ID", ident if answer.response == "Success" else "(nil)"))
         return True
 
     async def _login(self, frame: Frame, action_id: str | None) -> bool:
@@ -280,6 +389,8 @@ class _ReplaySession:
             server.advance()
             sent += 1
             if server.drop_after_frames is not None and sent >= server.drop_after_frames:
+                if server.list_before_drop:
+                    await self._listed.wait()
                 log.info("replay.dropping_connection", sent=sent, cursor=server.cursor)
                 # Like Asterisk, the calls go on while nobody listens: these are lost.
                 for _ in range(min(server.lose_after_drop, len(server.frames) - server.cursor)):
@@ -288,6 +399,7 @@ class _ReplaySession:
                 # Half-close: the client reads everything, then sees EOF and hangs up,
                 # which ends this session. A full close here could turn into a reset
                 # (our side may hold unread bytes), and a reset loses data in flight.
+                self._eof_sent = True
                 self.writer.write_eof()
                 return
         server.events_done.set()
@@ -309,7 +421,7 @@ class _ReplaySession:
         step = self.server.chunk_size or len(payload)
         async with self._lock:
             for start in range(0, len(payload), step):
-                if self.writer.is_closing():
+                if self.writer.is_closing() or self._eof_sent:
                     raise ConnectionResetError("client connection closed")
                 self.writer.write(payload[start:start + step])
                 await self.writer.drain()

@@ -18,12 +18,12 @@ class RetryPolicy:
 
     max_attempts: int = 8  # sends per message, ambiguous ones included
     max_age: float = 86_400.0  # since the message was stored; older ones are never sent
-    base_delay: float = 2.0
-    max_delay: float = 300.0
+    base_delay: float = 2.0  # first wait before a retry; doubles, jittered, up to max_delay
+    max_delay: float = 300.0  # cap of the retry and lookup waits
     throttle_delay: float = 30.0  # when a 429 carries no Retry-After
     # Twilio's message list can lag a create by a few seconds, and a request that timed out
     # may still be in flight: "not found" proves nothing until this long after the attempt.
-    lookup_settle: float = 10.0
+    lookup_settle: float = 10.0  # after an ambiguous send, before "not found" counts as proof
     lookup_delay: float = 30.0  # first wait after an inconclusive lookup; doubles to max_delay
     max_lookups: int = 10  # inconclusive lookups before the message is left for a human
     clock_skew: float = 60.0  # our clock against the provider's, widening the lookup window

@@ -78,7 +78,7 @@ class FakeTwilio:
         self.accepted: list[Received] = []
         self.requests = 0  # message creates (POSTs)
         self.lists = 0  # list reads (GETs)
-        self.log: list[tuple[str, str]] = []  # ("create" | "list", To) in arrival order
+        self.log: list[tuple[str, str]] = []  # ("create" | "list", To), ("account", sid) in order
         self.script: deque[Scripted] = deque()
         self.list_script: deque[Scripted] = deque()
         self.arrived = asyncio.Condition()
@@ -88,12 +88,14 @@ class FakeTwilio:
         self._open = asyncio.Event()  # cleared by stall(): creates wait until resume()
         self._open.set()
         self.stalled = 0  # creates waiting now because of stall()
+        self.account_status = "active"  # what an account fetch says: active, suspended, closed
 
     async def start(self) -> FakeTwilio:
         app = web.Application()
         path = "/2010-04-01/Accounts/{sid}/Messages.json"
         app.router.add_post(path, self._create)
         app.router.add_get(path, self._list)
+        app.router.add_get("/2010-04-01/Accounts/{sid}.json", self._account)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -171,6 +173,15 @@ class FakeTwilio:
         if step.status >= 300:
             return _error(step.status, step.code, "scripted failure", step.headers)
         return web.json_response(_payload(received), status=201, headers=step.headers)
+
+    async def _account(self, request: web.Request) -> web.Response:
+        self.log.append(("account", request.match_info["sid"]))
+        if not self._authorised(request) or request.match_info["sid"] != self.account_sid:
+            return _error(401, 20003, "Authenticate")
+        return web.json_response({
+            "sid": self.account_sid, "friendly_name": "Fake account",
+            "status": self.account_status, "type": "Full",
+        })
 
     async def _list(self, request: web.Request) -> web.Response:
         self.lists += 1

@@ -8,14 +8,19 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import load_config
 from hangupsms.daemon import Daemon
+from hangupsms.frames import Frame
+from hangupsms.models import AmiEvent
+from hangupsms.planner import plan
+from hangupsms.render import Renderer
 from tests.faketwilio import FakeTwilio
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ami"
@@ -30,9 +35,11 @@ SID, TOKEN = "AC00000000000000000000000000000000", "reference-token"  # its Twil
 def lab_config(
     tmp_path: Path, *, ami_port: int, twilio_url: str, name: str = "h.yaml",
     pbx: dict[str, Any] | None = None, twilio: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """reference.yaml with the fake servers' addresses filled in (and any overrides)."""
     raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw.update(extra or {})
     raw["pbx"][0].update(port=ami_port, **(pbx or {}))
     raw["providers"]["twilio"].update(api_url=twilio_url, **(twilio or {}))
     raw["database"] = str(tmp_path / "h.db")
@@ -96,12 +103,31 @@ class DaemonLog:
         return [line for line in self.lines if line.get("event") == name]
 
 
-async def start_daemon_process(config: Path) -> tuple[asyncio.subprocess.Process, DaemonLog]:
+async def start_daemon_process(config: Path, *, log_level: str = "info"
+                               ) -> tuple[asyncio.subprocess.Process, DaemonLog]:
     """`hangupsms run -c config` as a child process, its JSON log lines readable as they come."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hangupsms", "run", "-c", str(config),
+        sys.executable, "-m", "hangupsms", "--log-level", log_level, "run", "-c", str(config),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stderr is not None
     return process, DaemonLog(process.stderr)
+
+
+def planned_sends(config: Path, frames: Iterable[Frame]) -> Counter[tuple[str, str]]:
+    """(recipient, body) of what `config` sends for `frames` when every event arrives.
+
+    The oracle for runs that lose events: the same calls through the tracker and planner,
+    in process, without the network, the outbox or any gap.
+    """
+    cfg = load_config(config)
+    tracker = CallTracker(cfg.pbx[0].name, TrackerSettings.from_pbx(cfg.pbx[0]))
+    renderer = Renderer.from_config(cfg)
+    calls = []
+    for frame in frames:
+        headers = frame.as_dict()
+        calls += tracker.feed(AmiEvent(tracker.pbx, headers["Event"], headers, 0.0), 0.0)
+    calls += tracker.expire(float("inf"))
+    return Counter((m.to, m.body.text) for call in calls for m in plan(call, cfg, renderer)
+                   if m.skip_reason is None and m.body is not None)

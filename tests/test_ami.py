@@ -22,6 +22,7 @@ from hangupsms.ami import (
     AmiConnection,
     AmiConnectionLost,
     AmiNotConnected,
+    AmiNotSent,
     AmiStats,
     AmiStreamProtocol,
     ConnState,
@@ -273,13 +274,24 @@ async def test_in_flight_actions_fail_when_the_connection_drops() -> None:
             pending = asyncio.create_task(connection.send_action({"Action": "Ping"}, timeout=60))
             await asyncio.wait_for(server.wait_until(lambda: server.actions["ping"] == 1), GUARD)
             await server.drop_connections()
-            with pytest.raises(AmiConnectionLost):
+            with pytest.raises(AmiConnectionLost) as caught:
                 await asyncio.wait_for(pending, GUARD)
+            # It was written: lost in flight, not "never sent".
+            assert not isinstance(caught.value, AmiNotSent)
             # ...and the connection comes back on its own.
             await asyncio.wait_for(server.wait_until(lambda: server.logins == 2), GUARD)
             await asyncio.wait_for(connection.wait_ready(), GUARD)
             response = await connection.send_action({"Action": "CoreShowChannels"})
             assert response["Response"] == "Success"
+
+
+async def test_an_action_on_a_connection_already_lost_is_never_written() -> None:
+    protocol = AmiStreamProtocol("pbx1", lambda event: None, AmiStats(), max_frame_bytes=65536,
+                                 clock=lambda: 0.0)
+    protocol.abort("peer_closed")
+    with pytest.raises(AmiNotSent):
+        protocol.send({"Action": "DongleSendSMS"})
+    assert protocol.responses == {}
 
 
 async def test_an_unanswered_action_times_out_and_the_connection_stays() -> None:

@@ -489,3 +489,32 @@ def test_retention_needs_days_and_reads_its_schedule() -> None:
     assert (cfg.retention.days, cfg.retention.every_hours) == (90, 1.0)
     _, error = broken("rules:", "retention: {every_hours: 1}\nrules:")
     assert error.path == "retention.days"
+
+
+def test_cdr_database_of_a_pbx_is_read_relative_to_the_file(tmp_path: Path) -> None:
+    text = BASE.replace("    secret: x", "    secret: x\n    cdr:\n      sqlite: cdr/master.db\n"
+                        "      variables: {HANGUPSMS_ORDER: hangupsms_order}\n"
+                        "      timezone: UTC")
+    path = tmp_path / "h.yaml"
+    path.write_text(text, encoding="utf-8")
+    cdr = load_config(path).pbx[0].cdr
+    assert cdr is not None
+    assert (cdr.sqlite, cdr.table, dict(cdr.variables), cdr.timezone, cdr.poll_interval) == (
+        tmp_path / "cdr" / "master.db", "cdr", {"HANGUPSMS_ORDER": "hangupsms_order"}, "UTC",
+        5.0)
+    assert parse_config(BASE, environ={}).pbx[0].cdr is None
+
+
+@pytest.mark.parametrize(("cdr", "path", "needle"), [
+    ("{table: cdr}", "pbx[0].cdr.sqlite", "missing"),
+    ('{sqlite: m.db, table: "cdr; DROP"}', "pbx[0].cdr.table", "not a plain SQL name"),
+    ("{sqlite: m.db, variables: {X: 'a b'}}", "pbx[0].cdr.variables.X", "not a plain SQL name"),
+    ("{sqlite: m.db, timezone: Mars/Base}", "pbx[0].cdr.timezone", "unknown time zone"),
+    ("{sqlite: m.db, poll: 3}", "pbx[0].cdr.poll", "unknown key"),
+])
+def test_cdr_mistakes_name_key_and_line(cdr: str, path: str, needle: str) -> None:
+    text = BASE.replace("    secret: x", f"    secret: x\n    cdr: {cdr}")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert caught.value.path == path and needle in caught.value.message
+    assert caught.value.line == line_of(text, "cdr:")

@@ -105,6 +105,22 @@ async def test_actions_before_login_need_authentication(a_server: AmiReplayServe
     await client.close()
 
 
+async def test_write_classes_deny_actions_and_shape_list_commands() -> None:
+    async with AmiReplayServer([], username=USER, secret=SECRET,
+                               write_classes=frozenset({"originate"})) as server:
+        client = await RawClient.connect(server)
+        assert (await client.login())["Response"] == "Success"
+        await client.send(Action="CoreShowChannels", ActionID="c-1")
+        assert await client.frame() == {"Response": "Error", "ActionID": "c-1",
+                                        "Message": "Permission denied"}
+        await client.send(Action="ListCommands", ActionID="l-1")
+        listed = await client.frame()
+        assert listed["Originate"] == "Originate a call. (Priv: originate,all)"
+        assert listed["Ping"] == "Keepalive command. (Priv: <none>)"
+        assert "CoreSettings" not in listed and "Command" not in listed
+        await client.close()
+
+
 async def test_actions_are_answered_with_their_action_id() -> None:
     async with AmiReplayServer([], username=USER, secret=SECRET) as server:
         client = await RawClient.connect(server)

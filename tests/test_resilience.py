@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from hangupsms.ami import AmiConnection, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
+from hangupsms.cdrlab import CdrWriter, lab_variable_columns
 from hangupsms.config import PbxConfig
 from hangupsms.daemon import Daemon
 from hangupsms.frames import event_frames
@@ -25,6 +26,7 @@ from tests.lab import (
     expected_sent,
     fake_twilio,
     lab_config,
+    planned_sends,
     running_daemon,
 )
 from tests.test_calls import BY_NAME, assert_facts, load
@@ -125,6 +127,39 @@ async def test_twenty_drops_during_a_replay_text_every_call_once(tmp_path: Path)
     assert len(lost) >= 20
     # After a working session the first retry is fast: well within a second.
     assert max(e["delay"] for e in lost) < 1.0
+
+
+async def test_with_a_cdr_database_calls_whose_events_were_lost_are_texted_too(
+    tmp_path: Path,
+) -> None:
+    """Twenty drops or more, each losing the next 15 events; the CDR file fills the gaps.
+
+    Calls cut by a gap are completed from their CDR rows, calls that happened wholly in one
+    are rebuilt from them: every call is texted, once, as if nothing had been lost. The
+    agents directory names agent1 as the queue did (a CDR does not carry MemberName).
+    """
+    writer = CdrWriter(tmp_path / "cdr.db")
+    transcripts = [p for p in TRANSCRIPTS if p.stem != "a_readonly"]  # a, by another user
+    async with fake_twilio() as twilio, AmiReplayServer(
+        transcripts, username=USER, secret=SECRET, drop_after_frames=35, lose_after_drop=15,
+        cdr=writer, list_before_drop=True,
+    ) as server:
+        config = lab_config(
+            tmp_path, ami_port=server.port, twilio_url=twilio.url, twilio={"rate": 100},
+            pbx={**_FAST_RECONNECT, "cdr": {"sqlite": str(tmp_path / "cdr.db"),
+                                            "variables": lab_variable_columns()}},
+            extra={"agents": {"agent1": {"name": "Agent One"}}})
+        with capture_logs() as logs:
+            async with running_daemon(config) as daemon, asyncio.timeout(60):
+                await server.events_done.wait()
+                await daemon.wait_until(_all_recorded(daemon, len(transcripts)))
+                await daemon.wait_drained()
+    assert server.connections >= 21 and server.lost_frames >= 20 * 15
+    frames = [f for path in transcripts for f in event_frames(path)]
+    assert Counter((m.to, m.body) for m in twilio.accepted) == planned_sends(config, frames)
+    reasons = Counter(e["end"] for e in logs if e["event"] == "call.completed")
+    assert reasons["from_cdr"] >= 1 and reasons["ended_while_disconnected"] >= 1, reasons
+    assert sum(reasons.values()) == len(transcripts)
 
 
 async def test_a_stalled_provider_holds_up_no_call_and_the_backlog_drains_in_order(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Protocol, TextIO
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from hangupsms.config import ProviderConfig
 from hangupsms.models import LookupResult, OutboundMessage, SendResult
+
+if TYPE_CHECKING:
+    from hangupsms.providers.amigsm import AmiActions
 
 
 class SmsProvider(Protocol):
@@ -29,8 +32,12 @@ class SmsProvider(Protocol):
     async def close(self) -> None: ...
 
 
-def build_provider(cfg: ProviderConfig, *, console: TextIO | None = None) -> SmsProvider:
-    """The provider a `providers:` entry describes."""
+def build_provider(
+    cfg: ProviderConfig, *, console: TextIO | None = None,
+    ami: Mapping[str, AmiActions] | None = None,
+) -> SmsProvider:
+    """The provider a `providers:` entry describes; `ami` holds the daemon's connections
+    by PBX name (an ami-gsm provider without one cannot send)."""
     if cfg.kind == "console":
         from hangupsms.providers.console import ConsoleProvider
 
@@ -43,4 +50,8 @@ def build_provider(cfg: ProviderConfig, *, console: TextIO | None = None) -> Sms
         from hangupsms.providers.http import HttpGatewayProvider
 
         return HttpGatewayProvider(cfg)
+    if cfg.kind == "ami-gsm":
+        from hangupsms.providers.amigsm import AmiGsmProvider
+
+        return AmiGsmProvider(cfg, (ami or {}).get(cfg.pbx))
     raise ValueError(f"unknown provider kind {cfg.kind!r}")

@@ -131,6 +131,20 @@ class TwilioProvider:
             messaging_service_sid=self._cfg.messaging_service_sid,
         )
 
+    async def check_account(self) -> tuple[bool, str]:
+        """Fetch the account, which sends nothing: whether the credentials work, in words."""
+        sid = self._cfg.account_sid
+        try:
+            account = await self._client.api.v2010.accounts(sid).fetch_async()
+        except TwilioRestException as exc:
+            return False, f"Twilio refused the account fetch: HTTP {exc.status} code {exc.code}"
+        except TimeoutError:
+            return False, f"no answer from Twilio within {self._cfg.timeout}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return False, f"cannot reach Twilio: {type(exc).__name__}: {exc}"
+        status = str(account.status)
+        return status == "active", f"account {account.friendly_name!r} is {status}"
+
     async def close(self) -> None:
         await self._http.close()
 
