@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from hangupsms import logs, optout, policycli
+from hangupsms import crm, logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.secrecy import exposure_warning, secret_values
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("number", help="the number, as E.164 or as it is dialled locally")
     optout.add_parser(sub, config_option)
     policycli.add_parsers(sub, config_option)
+    crm.add_parsers(sub, config_option)
     demo = sub.add_parser("demo", help="replay real calls from a built-in recording")
     demo.add_argument("--db", type=Path, help="keep the demo database at this path")
     return parser
@@ -115,6 +116,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         "optout": lambda: optout.optout(cfg, args, out),
         "guard": lambda: policycli.guard(cfg, args, out),
         "incident": lambda: policycli.incident(cfg, args, out),
+        **{name: lambda name=name: crm.COMMANDS[name](cfg, args, out)  # type: ignore[misc]
+           for name in ("coupons", "customers", "export", "report")},
     }
     if args.command in commands_with_config:
         return asyncio.run(commands_with_config[args.command]())
@@ -193,6 +196,9 @@ async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
         await store.close()
     for row in rows:
         why = f" ({row.reason})" if row.reason else ""
+        if row.delivery:
+            code = f" {row.error_code}" if row.error_code else ""
+            why += f", {row.delivery}{code}"
         print(f"{_local(row.created_at, tz)} {row.pbx}/{row.linkedid} {row.rule} -> "
               f"{row.to_number} [{row.state}{why}] attempts={row.attempts} {row.body or ''}",
               file=out)

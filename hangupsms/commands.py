@@ -21,7 +21,7 @@ from hangupsms.pipeline import CallPipeline
 from hangupsms.planner import plan
 from hangupsms.policystore import PolicyGate
 from hangupsms.providers import SmsProvider, build_provider
-from hangupsms.render import Renderer
+from hangupsms.render import Renderer, shown_text
 from hangupsms.replay import AmiReplayServer
 from hangupsms.store import Store
 
@@ -68,7 +68,7 @@ async def preview(cfg: Config, path: Path, out: TextIO) -> int:
             elif message.body is not None:
                 print(f"  send {message.rule} -> {message.to} via {message.provider} "
                       f"({message.body.segments} seg, {message.body.encoding}): "
-                      f"{message.body.text}", file=out)
+                      f"{shown_text(message.body)}", file=out)
         if not planned:
             print("  no rule matched", file=out)
     return EXIT_OK

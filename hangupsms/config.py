@@ -18,6 +18,7 @@ from jinja2 import TemplateSyntaxError
 
 from hangupsms.config_policy import check_marketing, duration, read_policy
 from hangupsms.config_providers import read_providers, require_text
+from hangupsms.config_web import check_template_functions, read_web
 from hangupsms.models import Direction, Disposition
 from hangupsms.phone import check_number
 from hangupsms.render import sandbox
@@ -39,6 +40,7 @@ from hangupsms.settings import (
     RuleSend,
     TemplateConfig,
     TimeWindow,
+    WebConfig,
 )
 from hangupsms.yamlnodes import At, NodeReader
 from hangupsms.yamlnodes import ConfigError as ConfigError
@@ -61,6 +63,7 @@ __all__ = [
     "RuleSend",
     "TemplateConfig",
     "TimeWindow",
+    "WebConfig",
     "load_config",
     "parse_config",
 ]
@@ -70,7 +73,7 @@ if TYPE_CHECKING:
 
 TOP_KEYS = (
     "pbx", "database", "timezone", "phone", "providers", "templates", "rules", "agents",
-    "max_customer_name", "agi", "retention", "policy",
+    "max_customer_name", "agi", "retention", "policy", "web",
 )  # fmt: skip
 TOP_REQUIRED = ("pbx", "database", "timezone", "providers", "templates", "rules")
 PBX_BOUNDS = {"port": (1, 65535), "max_frame_bytes": (1024, None), "max_calls": (1, None)}
@@ -128,6 +131,12 @@ def parse_config(
     rules = _rules(reader, top["rules"], _Targets(templates, providers, phone))
     check_marketing(reader, top.get("policy") or top["rules"], policy, templates,
                     {rule.send.template for rule in rules}, phone.allowed_regions)
+    web = read_web(reader, top.get("web"), rules)
+    check_template_functions(reader, top["templates"], templates, web)
+    if web is not None:
+        callback = web.public_url + "/twilio/status"
+        providers = {name: dataclasses.replace(p, status_callback=callback)
+                     if p.kind == "twilio" else p for name, p in providers.items()}
     return Config(
         pbx=pbx_list,
         database=_database(reader, top["database"], base_dir or Path.cwd()),
@@ -141,6 +150,7 @@ def parse_config(
         agi=_agi(reader, top.get("agi"), pbx_list),
         retention=_retention(reader, top.get("retention")),
         policy=policy,
+        web=web,
         source=source,
     )
 

@@ -47,6 +47,7 @@ from hangupsms.config_providers import (
     RETRY_BOUNDS,
     RETRY_KEYS,
 )
+from hangupsms.config_web import WEB_BOUNDS, WEB_REQUIRED
 from hangupsms.models import Direction, Disposition
 from hangupsms.retry import RetryPolicy
 from hangupsms.settings import (
@@ -67,6 +68,7 @@ from hangupsms.settings import (
     RuleMatch,
     RuleSend,
     TemplateConfig,
+    WebConfig,
 )
 
 Schema = dict[str, Any]
@@ -341,6 +343,8 @@ def sections() -> tuple[Section, ...]:
             AgiConfig, bounds=AGI_BOUNDS, defaults={"pbx": "the only PBX"}), ()),
         Section("retention", "retention", docstring(RetentionConfig), keys_of(
             RetentionConfig, bounds=RETENTION_BOUNDS), RETENTION_REQUIRED),
+        Section("web", "web", docstring(WebConfig), keys_of(WebConfig, bounds=WEB_BOUNDS),
+                WEB_REQUIRED),
         *_policy_sections(),
     )
 
@@ -416,9 +420,9 @@ def _top_keys() -> tuple[Key, ...]:
         "agents": mapping_of(section_ref("agent", "agent"), "agent id"),
         "max_customer_name": integer(*MAX_CUSTOMER_NAME),
         "agi": section_ref("agi", "agi"), "retention": section_ref("retention", "retention"),
-        "policy": section_ref("policy", "policy"),
+        "policy": section_ref("policy", "policy"), "web": section_ref("web", "web"),
     }, defaults={"phone": "all defaults", "agi": "off", "retention": "off",
-                 "policy": "the defaults below"})
+                 "policy": "the defaults below", "web": "off"})
 
 
 def _when_keys() -> tuple[Key, ...]:

@@ -23,6 +23,9 @@ from hangupsms.providers import SmsProvider, build_provider
 from hangupsms.secrecy import secret_values
 from hangupsms.store import Store
 from hangupsms.systemd import Notifier
+from hangupsms.web.app import WebServer
+from hangupsms.web.metrics import Metrics
+from hangupsms.web.probe import web_context
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +61,8 @@ class Daemon:
         self.pipeline: CallPipeline | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
+        self.web: WebServer | None = None
+        self.metrics = Metrics()
         self._progress = asyncio.Event()  # set whenever an event, a call or a message moved
         self.shutdown_timeout = shutdown_timeout
 
@@ -78,12 +83,17 @@ class Daemon:
             rates, policies = sender_settings(self.cfg)
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
                                     on_progress=self._progress.set,
-                                    gate=PolicyGate(store, self.cfg))
+                                    gate=PolicyGate(store, self.cfg),
+                                    on_latency=self.metrics.observe_latency)
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
             if self.agi is not None:
                 await self.agi.start()  # an address in use fails the start, loudly
+            if self.cfg.web is not None:
+                self.web = WebServer(web_context(self, store, pipeline, dispatcher,
+                                                 self.metrics))
+                await self.web.start()
             async with asyncio.TaskGroup() as group:
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ami-{connection.pbx.name}")
@@ -103,6 +113,8 @@ class Daemon:
         finally:
             if self.agi is not None:
                 await self.agi.close()
+            if self.web is not None:
+                await self.web.close()
             for provider in providers.values():
                 await provider.close()
             await store.close()
@@ -200,7 +212,7 @@ class Daemon:
             for p in new.pbx if p.name in connected
         )
         applied = dataclasses.replace(new, database=old.database, providers=old.providers,
-                                      pbx=pbx)
+                                      pbx=pbx, web=old.web)
         self.cfg = applied
         pipeline.reconfigure(applied)
         if self.dispatcher is not None and self.dispatcher.gate is not None:
@@ -323,6 +335,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("database")
     if new.providers != old.providers:
         changed.append("providers")
+    if new.web != old.web:
+        changed.append("web")
     # A PBX added, removed, moved, with a new login or another CDR database.
     before = {p.name: (p.host, p.port, p.username, p.secret, p.cdr) for p in old.pbx}
     after = {p.name: (p.host, p.port, p.username, p.secret, p.cdr) for p in new.pbx}

@@ -49,6 +49,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         on_progress: Callable[[], None] = lambda: None,
         gate: PolicyGate | None = None,
+        on_latency: Callable[[str, float], None] = lambda provider, seconds: None,
     ) -> None:
         self._store = store
         # The policy's last word before each send (suppression, windows, caps, the guard);
@@ -63,6 +64,7 @@ class Dispatcher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._wakeup = asyncio.Event()
         self._on_progress = on_progress
+        self._on_latency = on_latency  # (provider, seconds) of each send: /metrics
         self._resolver = LookupResolver(
             store, providers, self.policy_for, clock=clock, rng=self._rng,
             batch=self._policy.batch, on_progress=on_progress,
@@ -181,6 +183,7 @@ class Dispatcher:
             bound.exception("sms.provider_error")
             result = SendResult(SendStatus.AMBIGUOUS, detail=f"{type(exc).__name__}: {exc}")
         latency = round(time.monotonic() - started, 3)
+        self._on_latency(message.provider, latency)
         await self._record(message, result, policy, bound.bind(latency=latency))
         self._on_progress()
 

@@ -18,6 +18,7 @@ import aiosqlite
 
 from hangupsms.store import Store
 from hangupsms.suppression import SuppressionList
+from hangupsms.webrecords import erase_in
 
 ERASED = "erased"
 
@@ -57,6 +58,7 @@ async def erase_number(store: Store, forms: Iterable[str]) -> Erasure:
         await db.executemany("UPDATE attempts SET detail = '' WHERE message_id = ?",
                              [(m,) for m in message_ids])
         journal = await _erase_journal(db, numbers)
+        await erase_in(db, numbers, message_ids, ERASED)
     suppressions = SuppressionList(store)
     for number in numbers:
         # Kept as a keyed hash: an erased person who said STOP must stay unreachable.

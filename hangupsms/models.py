@@ -103,12 +103,35 @@ class Encoding(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedLink:
+    """A `link()` in a message: `<public_url>/r/<token>` redirects to `url` and counts a click."""
+
+    token: str
+    url: str
+    tag: str  # the customer tag a click gives ("" means the URL's host)
+
+
+@dataclass(frozen=True, slots=True)
+class CouponSlot:
+    """A `coupon()` in a message: `marker` in the text becomes the next unused code of `pool`."""
+
+    marker: str
+    pool: str
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedText:
-    """A message body with its SMS encoding and segment count."""
+    """A message body with its SMS encoding and segment count.
+
+    `links` and `coupons` are bound to the message when it is stored, in the same
+    transaction; until then the text holds each coupon's marker, not a code.
+    """
 
     text: str
     encoding: Encoding
     segments: int
+    links: tuple[TrackedLink, ...] = ()
+    coupons: tuple[CouponSlot, ...] = ()
 
 
 class MessageState(enum.StrEnum):
@@ -118,12 +141,14 @@ class MessageState(enum.StrEnum):
     DELIVERED = "delivered"
     UNDELIVERED = "undelivered"
     SKIPPED = "skipped"
+    # Held by the fraud guard (until `hangupsms guard release`), or because a coupon pool
+    # was empty (until `coupons load`: never sent without its code); the reason says which.
+    HELD = "held"
     DEFERRED = "deferred"
     FAILED = "failed"
     DEAD = "dead"
     UNKNOWN = "unknown"
     CHECKING = "checking"  # an `unknown` message whose provider lookup is in flight
-    HELD = "held"  # the fraud guard tripped: waits for `hangupsms guard release`
     CANCELLED = "cancelled"  # what it was about changed before it went out (reason says what)
     EXPIRED = "expired"  # not sendable before its rule's `expires_after`
 

@@ -41,6 +41,7 @@ class CallPipeline:
         self._on_recorded = on_recorded
         self._wall_clock = wall_clock
         self.calls_recorded = 0
+        self.events_fed = 0  # AMI events handed to a tracker (the /metrics counter)
         self.journal = Journal(store) if journal else None
         self._trim_due = False
         self.cdr = CdrRecovery(store, _cdr_sources(cfg))
@@ -72,6 +73,7 @@ class CallPipeline:
         tracker = self._trackers.get(event.pbx)
         if tracker is None:
             return []
+        self.events_fed += 1
         if self.journal is not None and tracker.wants(event.name):
             self.journal.add(event)
         return tracker.feed(event, now)

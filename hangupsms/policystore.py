@@ -102,8 +102,10 @@ class PolicyStore:
         target = MessageState.SKIPPED if discard else MessageState.PENDING
         reason = f"held by the fraud guard; {'discarded' if discard else 'released'} by {by}"
         async with self._store.transaction() as db, db.execute(
+            # A message held for a coupon code waits for `coupons load`, not for the guard.
             "UPDATE messages SET state = ?, reason = ?, send_at = ?, updated_at = ?"
-            " WHERE state = 'held'", (target.value, reason, now, now)) as cursor:
+            " WHERE state = 'held' AND id NOT IN (SELECT message_id FROM held_coupons)",
+            (target.value, reason, now, now)) as cursor:
             return cursor.rowcount
 
     async def incident(self) -> Incident | None:

@@ -6,10 +6,12 @@ network sent) only ever enters as variables, so `{{7*7}}` in a name stays those 
 
 from __future__ import annotations
 
+import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
@@ -17,11 +19,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hangupsms.models import (
     CompletedCall,
+    CouponSlot,
     Direction,
     Disposition,
     Encoding,
     EndReason,
     RenderedText,
+    TrackedLink,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +45,9 @@ _UCS2_LIMITS = (70, 67)
 _STRIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 _PLACEHOLDER = "W" * 40
+# Segments are counted with a coupon code this long until the real code is bound.
+COUPON_NOMINAL = "W" * 12
+TEMPLATE_FUNCTIONS = ("link", "coupon")
 
 
 class RenderError(Exception):
@@ -88,11 +95,48 @@ def clean_text(value: str, limit: int) -> str:
     return kept.strip()[:limit].strip()
 
 
+class _Extras:
+    """What one rendering's `link()` and `coupon()` calls asked for.
+
+    Each link gets a fresh token (128 random bits): per message, unguessable. A coupon is
+    a marker holding a per-rendering nonce, so no text from the call (a caller's name,
+    a dialplan variable) can forge one and take a code from a pool.
+    """
+
+    def __init__(self, public_url: str | None) -> None:
+        self._public_url = public_url
+        self._nonce = secrets.token_hex(8)
+        self.links: list[TrackedLink] = []
+        self.coupons: list[CouponSlot] = []
+
+    def link(self, url: object, tag: object = "") -> str:
+        if self._public_url is None:
+            raise ValueError("link() needs web.public_url in the configuration")
+        target = str(url)
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"link() takes an absolute http(s) URL, not {target[:80]!r}")
+        token = secrets.token_urlsafe(16)
+        self.links.append(TrackedLink(token, target, str(tag)))
+        return f"{self._public_url}/r/{token}"
+
+    def coupon(self, pool: object) -> str:
+        marker = f"\x00{self._nonce}:{len(self.coupons)}\x00"
+        self.coupons.append(CouponSlot(marker, str(pool)))
+        return marker
+
+    def nominal(self, text: str) -> str:
+        for slot in self.coupons:
+            text = text.replace(slot.marker, COUPON_NOMINAL)
+        return text
+
+
 class Renderer:
     """Renders the configured templates, each compiled once."""
 
     def __init__(
-        self, templates: Mapping[str, TemplateConfig], max_customer_name: int = 64
+        self, templates: Mapping[str, TemplateConfig], max_customer_name: int = 64,
+        public_url: str | None = None,
     ) -> None:
         environment = sandbox()
         self._compiled: dict[str, tuple[Template, int | None]] = {
@@ -100,10 +144,12 @@ class Renderer:
             for name, spec in templates.items()
         }
         self._max_customer_name = max_customer_name
+        self._public_url = public_url
 
     @classmethod
     def from_config(cls, cfg: Config) -> Renderer:
-        return cls(cfg.templates, cfg.max_customer_name)
+        public_url = cfg.web.public_url if cfg.web is not None else None
+        return cls(cfg.templates, cfg.max_customer_name, public_url)
 
     def render(self, template_name: str, context: Mapping[str, object]) -> RenderedText:
         """The message `template_name` makes of `context`; RenderError when it cannot be sent."""
@@ -114,19 +160,39 @@ class Renderer:
         name = values.get("customer_name")
         if isinstance(name, str):
             values["customer_name"] = clean_text(name, self._max_customer_name)
+        extras = _Extras(self._public_url)
+        values.update(link=extras.link, coupon=extras.coupon)
         try:
             text = template.render(values)
         except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
             raise RenderError(f"template '{template_name}': {type(exc).__name__}: {exc}") from exc
         if not text.strip():
             raise RenderError(f"template '{template_name}' rendered an empty message")
-        rendered = measure(text)
-        if max_segments is not None and rendered.segments > max_segments:
+        measured = measure(extras.nominal(text))
+        if max_segments is not None and measured.segments > max_segments:
             raise RenderError(
-                f"template '{template_name}' needs {rendered.segments} segments "
-                f"({rendered.encoding}, {len(text)} characters); max_segments is {max_segments}"
+                f"template '{template_name}' needs {measured.segments} segments "
+                f"({measured.encoding}, {len(text)} characters); max_segments is {max_segments}"
             )
-        return rendered
+        return RenderedText(text, measured.encoding, measured.segments,
+                            tuple(extras.links), tuple(extras.coupons))
+
+
+def shown_text(rendered: RenderedText) -> str:
+    """The text for a person to read: each coupon still to be taken as `[coupon:pool]`."""
+    text = rendered.text
+    for slot in rendered.coupons:
+        text = text.replace(slot.marker, f"[coupon:{slot.pool}]")
+    return text
+
+
+def called_functions(source: str) -> frozenset[str]:
+    """Which of `link()` and `coupon()` a template calls."""
+    tree = sandbox().parse(source)
+    return frozenset(
+        call.node.name for call in tree.find_all(nodes.Call)
+        if isinstance(call.node, nodes.Name) and call.node.name in TEMPLATE_FUNCTIONS
+    )
 
 
 def call_context(call: CompletedCall, cfg: Config, customer_e164: str | None) -> dict[str, object]:

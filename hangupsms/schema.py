@@ -130,5 +130,83 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     )
     """,
+    # The web side. `delivery` is the carrier's final word on a sent message (delivered,
+    # undelivered, failed), kept apart from `state`, which the sender owns: a receipt can
+    # arrive before the sender has recorded the acceptance. `receipts` holds every status
+    # callback once (a replay is ignored); `inbound` every reply once (by Twilio's SID);
+    # `links`/`clicks` the tracked links; `coupons` the pools, a code bound to one message
+    # forever; `held_coupons` the text (with its markers) of a message held for a code.
+    # Message and call ids are plain columns: retention and erase may outlive them.
+    """
+    ALTER TABLE messages ADD COLUMN delivery TEXT;
+    ALTER TABLE messages ADD COLUMN delivered_at REAL;
+    CREATE INDEX messages_provider_id ON messages (provider_id);
+    CREATE TABLE receipts (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        call_id INTEGER NOT NULL,
+        provider_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        at REAL NOT NULL,
+        UNIQUE (message_id, provider_id, status)
+    );
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY,
+        sid TEXT NOT NULL UNIQUE,
+        from_number TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        body TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message_id INTEGER,
+        call_id INTEGER,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX inbound_from ON inbound (from_number);
+    CREATE TABLE ratings (
+        id INTEGER PRIMARY KEY,
+        inbound_id INTEGER NOT NULL UNIQUE,
+        call_id INTEGER NOT NULL,
+        message_id INTEGER NOT NULL,
+        customer TEXT NOT NULL,
+        agent_id TEXT,
+        queue TEXT,
+        score INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE links (
+        token TEXT PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX links_message ON links (message_id);
+    CREATE TABLE clicks (
+        id INTEGER PRIMARY KEY,
+        token TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        call_id INTEGER NOT NULL,
+        customer TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX clicks_customer ON clicks (customer);
+    CREATE TABLE coupons (
+        id INTEGER PRIMARY KEY,
+        pool TEXT NOT NULL,
+        code TEXT NOT NULL,
+        loaded_at REAL NOT NULL,
+        message_id INTEGER,
+        used_at REAL,
+        UNIQUE (pool, code)
+    );
+    CREATE INDEX coupons_free ON coupons (pool, message_id, id);
+    CREATE TABLE held_coupons (
+        message_id INTEGER PRIMARY KEY,
+        text TEXT NOT NULL,
+        slots TEXT NOT NULL
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -113,6 +113,7 @@ class ProviderConfig:
     timeout: float = 10.0  # seconds to wait for the provider's answer to one message
     rate: float = 1.0  # messages per second
     lookup_limit: int = 100  # twilio: messages listed when checking an ambiguous send
+    status_callback: str = ""  # twilio: set from web.public_url; "" asks for no receipts
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # keys of the same names
     method: str = "POST"  # http: GET or POST
     # http: the URL, headers and templates often carry an API key, so repr leaves them out.
@@ -239,6 +240,32 @@ class RetentionConfig:
     every_hours: float = 6.0  # messages still waiting keep their call
 
 
+STOP_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+                 "退订", "T", "TD", "R")
+START_KEYWORDS = ("START", "UNSTOP")
+HELP_KEYWORDS = ("HELP",)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """`web:`: the HTTP server for Twilio callbacks, replies, tracked links (off if absent).
+
+    `public_url` is where the reverse proxy publishes it: Twilio signs the URL it calls,
+    so signatures are checked against this base, and tracked links are built on it.
+    """
+
+    public_url: str  # the https URL the reverse proxy publishes this server at
+    host: str = "127.0.0.1"  # the address to listen on (the proxy's side)
+    port: int = 8080  # the port to listen on (0: any free one)
+    # replies that add the sender to the suppression list (whole message, any case)
+    stop_keywords: tuple[str, ...] = STOP_KEYWORDS
+    start_keywords: tuple[str, ...] = START_KEYWORDS  # replies that lift the suppression
+    help_keywords: tuple[str, ...] = HELP_KEYWORDS  # replies answered with help_text
+    help_text: str = "Reply STOP to stop these messages."  # the answer to a help keyword
+    survey_rules: tuple[str, ...] = ()  # rules whose message asks for a 1-5 rating
+    survey_window: float = 86400.0  # seconds after the survey was sent a digit counts
+
+
 @dataclass(frozen=True, slots=True)
 class Cap:
     """At most `max` messages to one recipient in any `per` seconds."""
@@ -330,4 +357,5 @@ class Config:
     agi: AgiConfig | None = None  # the FastAGI server; off when absent
     retention: RetentionConfig | None = None  # deleting old records; off when absent
     policy: PolicyConfig = field(default_factory=lambda: default_policy())  # see `policy:`
+    web: WebConfig | None = None  # the HTTP server for Twilio and tracked links; off when absent
     source: str = ""

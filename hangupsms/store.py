@@ -16,6 +16,8 @@ import structlog
 
 from hangupsms.models import CompletedCall, MessageState, OutboundMessage, PlannedMessage
 from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
+from hangupsms.tracking import bind_extras
+from hangupsms.webrecords import forget_calls
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,7 @@ class MessageRow:
     attempts: int
     created_at: float
     updated_at: float
+    delivery: str | None = None  # the carrier's final status (delivery receipts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ class Store:
                 " 'policy_send_at', reason FROM messages WHERE call_id = ? AND state = 'deferred'",
                 (now, call_id),
             )
+            await bind_extras(db, int(call_id or 0), planned, now)
         return True
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:
@@ -452,6 +456,7 @@ class Store:
                 " 'deferred', 'held'))", (cutoff,),
             ) as cursor:
                 call_ids = [(row[0],) for row in await cursor.fetchall()]
+            await forget_calls(db, [call_id for (call_id,) in call_ids])
             await db.executemany(
                 "DELETE FROM attempts WHERE message_id IN"
                 " (SELECT id FROM messages WHERE call_id = ?)", call_ids)
@@ -492,8 +497,8 @@ class Store:
 
 _HISTORY_SELECT = (
     "SELECT m.id, c.pbx, c.linkedid, m.rule, m.to_number, m.provider, m.body, m.state,"
-    " m.reason, m.provider_id, m.error_code, m.attempts, m.created_at, m.updated_at"
-    " FROM messages m JOIN calls c ON c.id = m.call_id"
+    " m.reason, m.provider_id, m.error_code, m.attempts, m.created_at, m.updated_at,"
+    " m.delivery FROM messages m JOIN calls c ON c.id = m.call_id"
 )
 
 

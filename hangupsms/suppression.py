@@ -63,11 +63,7 @@ class SuppressionList:
     async def remove(self, number: str, *, reason: str, source: str, now: float) -> bool:
         """Lift the suppression of `number`; False when it was not suppressed."""
         async with self._store.transaction() as db:
-            async with db.execute("DELETE FROM suppressions WHERE number = ?", (number,)) as cur:
-                removed = cur.rowcount > 0
-            if removed:
-                await _log(db, number, "remove", reason, source, now)
-            return removed
+            return await unsuppress_in(db, number, reason=reason, source=source, now=now)
 
     async def contains(self, number: str) -> bool:
         forms = [number, await self._erased_form(number)]
@@ -105,6 +101,22 @@ class SuppressionList:
             rows = await self._store.rows("SELECT value FROM meta WHERE key = ?", (_KEY_NAME,))
             self._key = bytes.fromhex(str(rows[0][0]))
         return ERASED_PREFIX + hmac.new(self._key, number.encode(), hashlib.sha256).hexdigest()
+
+
+async def suppress_in(db: aiosqlite.Connection, number: str, *, reason: str, source: str,
+                      now: float) -> bool:
+    """`SuppressionList.add` inside a transaction the caller holds (an inbound STOP)."""
+    return await _add(db, number, reason, source, now)
+
+
+async def unsuppress_in(db: aiosqlite.Connection, number: str, *, reason: str, source: str,
+                        now: float) -> bool:
+    """`SuppressionList.remove` inside a transaction the caller holds (an inbound START)."""
+    async with db.execute("DELETE FROM suppressions WHERE number = ?", (number,)) as cur:
+        removed = cur.rowcount > 0
+    if removed:
+        await _log(db, number, "remove", reason, source, now)
+    return removed
 
 
 async def _add(db: aiosqlite.Connection, number: str, reason: str, source: str,

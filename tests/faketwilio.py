@@ -43,6 +43,7 @@ class Received:
     account_sid: str
     created: float = 0.0  # the fake's clock
     sent: float | None = None  # date_sent; None while queued
+    status_callback: str = ""  # the StatusCallback URL the create asked for
 
 
 class FakeClock:
@@ -159,6 +160,7 @@ class FakeTwilio:
             from_=str(form.get("From", "")), body=str(form.get("Body", "")),
             messaging_service_sid=str(form.get("MessagingServiceSid", "")),
             account_sid=self.account_sid, created=now, sent=None if step.queued else now,
+            status_callback=str(form.get("StatusCallback", "")),
         )
         if step.status < 300 if step.accept is None else step.accept:
             async with self.arrived:

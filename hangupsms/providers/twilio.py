@@ -77,6 +77,10 @@ class TwilioProvider:
             params["messaging_service_sid"] = self._cfg.messaging_service_sid
         else:
             params["from_"] = self._cfg.from_
+        if self._cfg.status_callback:
+            # Our id in the (signed) URL ties a receipt to its message even before the
+            # create's answer, and its SID, are recorded.
+            params["status_callback"] = f"{self._cfg.status_callback}?m={message.id}"
         try:
             created = await self._client.messages.create_async(**params)
         except TwilioRestException as exc:

@@ -1,0 +1,1 @@
+"""The HTTP side of the daemon: Twilio callbacks and replies, tracked links, health, metrics."""
