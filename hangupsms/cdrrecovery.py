@@ -7,12 +7,14 @@ is waiting for are still up). Three kinds of call are looked after:
   complete what was seen (who answered, billable seconds) before it is finished;
 - a call none of whose events arrived (it started and ended while nobody listened, or its
   first events were in flight at a crash): rebuilt from its rows alone;
-- a call whose start was missed but which is still up at the reconnect: remembered, and
-  rebuilt once a channel list no longer names it.
+- a call whose start was missed but which is still up at the reconnect (a channel list
+  names it, nobody follows it): remembered, and rebuilt once a channel list no longer
+  names it and its CDR rows are there.
 
 Which rows are new is kept as a cursor (the CDR table's rowid) in the database, so a
 restart looks at everything written since the previous run's last look. On the first run
-the cursor starts at the end: older CDRs are history, not calls to text now. A call that
+the cursor starts at the end, before the first login: older CDRs are history, not calls
+to text now. A call that
 is recorded already, or followed now, is never rebuilt; recording is keyed by Linkedid,
 so nothing is texted twice either way.
 """
@@ -32,6 +34,7 @@ from hangupsms.store import Store
 log = structlog.get_logger(__name__)
 
 _CURSOR_KEY = "cdr_cursor:"
+ROWS_WAIT = 60.0  # seconds an ended call's CDR rows are awaited (Asterisk writes them at once)
 
 
 class CdrRecovery:
@@ -39,6 +42,22 @@ class CdrRecovery:
         self._store = store
         self._sources = dict(sources)
         self._orphans: dict[str, dict[str, float]] = {name: {} for name in sources}
+        self._gone: dict[tuple[str, str], float] = {}  # orphan ended, its rows awaited since
+
+    async def start(self) -> None:
+        """Before the first login: a PBX seen for the first time starts at the CDRs' end.
+
+        Set before any event is taken, so a call that ends after this start is never
+        mistaken for history, even if the daemon dies before it saw the call's events.
+        """
+        for pbx, source in self._sources.items():
+            if await self._cursor(pbx) is not None:
+                continue
+            try:
+                await self._set_cursor(pbx, await source.latest_rowid())
+            except CdrError as exc:
+                log.warning("cdr.unreadable", pbx=pbx, error=str(exc),
+                            effect="missed calls are looked for once it can be read")
 
     def covers(self, pbx: str) -> bool:
         return pbx in self._sources
@@ -86,7 +105,9 @@ class CdrRecovery:
             return []
         orphans = self._orphans[pbx]
         new_rows = await source.rows_after(cursor) if latest > cursor else []
-        candidates = ({row.linkedid for row in new_rows} | set(orphans)) - {""}
+        # A call up now that nobody follows lost its first events: it is looked after until
+        # it ends, CDR rows or not yet (they are written as its legs end).
+        candidates = ({row.linkedid for row in new_rows} | set(orphans) | live) - {""}
         candidates = {c for c in candidates if not tracker.knows(c)}
         candidates -= await self._recorded(pbx, candidates)
         for linkedid in candidates & live:
@@ -97,8 +118,12 @@ class CdrRecovery:
             grouped[row.linkedid].append(row)
         calls: list[CompletedCall] = []
         for linkedid in sorted(ended):
+            rows = grouped.get(linkedid, [])
+            if not rows and self._rows_may_come(pbx, linkedid, now):
+                continue  # gone from the channel list, its CDR not written yet
             orphans.pop(linkedid, None)
-            call = tracker.from_cdr(linkedid, grouped.get(linkedid, []), now)
+            self._gone.pop((pbx, linkedid), None)
+            call = tracker.from_cdr(linkedid, rows, now)
             if call is not None:
                 calls.append(call)
         self._forget_stale(pbx, now, tracker.settings.call_ttl)
@@ -107,6 +132,19 @@ class CdrRecovery:
         if calls or orphans:
             log.warning("cdr.missed_calls", pbx=pbx, rebuilt=len(calls), still_up=len(orphans))
         return calls
+
+    def _rows_may_come(self, pbx: str, linkedid: str, now: float) -> bool:
+        """An ended call without CDR rows: wait for them a while, then give it up, loudly."""
+        if linkedid not in self._orphans[pbx]:
+            return False
+        since = self._gone.setdefault((pbx, linkedid), now)
+        if now - since < ROWS_WAIT:
+            return True
+        del self._orphans[pbx][linkedid]
+        del self._gone[(pbx, linkedid)]
+        log.warning("cdr.no_rows", pbx=pbx, linkedid=linkedid, waited=ROWS_WAIT,
+                    effect="the call ended unseen and has no CDR: not texted")
+        return True
 
     def _forget_stale(self, pbx: str, now: float, ttl: float) -> None:
         orphans = self._orphans[pbx]

@@ -91,10 +91,11 @@ class CallPipeline:
     async def restore(self, now: float) -> None:
         """Resume the calls a previous run was following, from the journal.
 
-        Their ends may have come while nobody listened: each tracker is told the link was
+        (On a first start, also fix where the CDR database is read from.) Their ends may have come while nobody listened: each tracker is told the link was
         down, so the first channel list after login finishes those that Asterisk no longer
         has. A call that was already recorded is recorded once (the key is unique).
         """
+        await self.cdr.start()
         if self.journal is None:
             return
         events = await self.journal.load(now)
