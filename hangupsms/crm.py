@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from hangupsms.config import Config
 from hangupsms.customers import Customer, active_since, customer, customers
 from hangupsms.optout import normalise
+from hangupsms.policystore import PolicyStore
 from hangupsms.store import Store
 from hangupsms.tracking import coupon_counts, load_coupons, release_held
 
@@ -66,7 +67,10 @@ async def coupons(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
               "(a code is used once, ever)", file=out)
         released = await release_held(store, time.time())
         if released:
-            print(f"{released} held message(s) got their codes and will be sent", file=out)
+            guard = await PolicyStore(store).guard()
+            after = (": the fraud guard is tripped, they wait for `hangupsms guard release`"
+                     if guard.tripped_at is not None else " and will be sent")
+            print(f"{released} held message(s) got their codes{after}", file=out)
         return EXIT_OK
     finally:
         await store.close()
