@@ -138,6 +138,8 @@ def _rule_line(cfg: Config, rule: Rule) -> str:
     parts = [category.name, f"priority {rule.priority}",
              f"windows: {windows or 'any time'}",
              "caps: " + (", ".join(describe_cap(c) for c in category.caps) or "none")]
+    if rule.send.caps:
+        parts.append("rule caps: " + ", ".join(describe_cap(c) for c in rule.send.caps))
     if category.footers:
         parts.append("footers: " + "; ".join(f"{r} {t!r}" for r, t in category.footers.items()))
     send = rule.send

@@ -26,6 +26,7 @@ from hangupsms.policy import (
     Waiting,
     cancellations,
     decide,
+    rule_caps,
     with_incident,
 )
 from hangupsms.policy.limits import GuardFacts, destination_prefix, price
@@ -148,12 +149,13 @@ class PolicyStore:
     async def facts(self, message: Waiting, cfg: Config, now: float) -> SendFacts:
         """The suppression, cap, budget and guard facts `policy.decide` needs."""
         policy = cfg.policy
-        periods = [c.per for c in (*policy.budget, *policy.categories[message.category].caps)]
+        periods = [c.per for c in (*policy.budget, *policy.categories[message.category].caps,
+                                   *rule_caps(cfg, message.rule))]
         since = now - max(periods, default=0.0)
         sent = await self._store.rows(
-            f"SELECT attempt_started_at, category FROM messages WHERE to_number = ?"  # noqa: S608
-            f" AND state IN {_ATTEMPTED} AND attempt_started_at > ? AND id != ?",
-            (message.to, since, message.id))
+            f"SELECT attempt_started_at, category, rule FROM messages"  # noqa: S608
+            f" WHERE to_number = ? AND state IN {_ATTEMPTED} AND attempt_started_at > ?"
+            f" AND id != ?", (message.to, since, message.id))
         waiting = await self._store.rows(
             f"SELECT send_at, category FROM messages WHERE to_number = ?"  # noqa: S608
             f" AND state IN {_WAITING} AND priority > ? AND id != ?",
@@ -167,6 +169,7 @@ class PolicyStore:
             reserved_budget=[float(r[0]) for r in waiting],
             reserved_category=[float(r[0]) for r in waiting if r[1] == message.category],
             guard=await self._guard_facts(message, cfg, guard, now),
+            sent_by_rule=[float(r[0]) for r in sent if r[2] == message.rule],
         )
 
     async def _guard_facts(self, message: Waiting, cfg: Config, guard: GuardState,
