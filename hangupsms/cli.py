@@ -16,6 +16,7 @@ import structlog
 
 from hangupsms import crm, logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
+from hangupsms.models import RenderedText
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.secrecy import exposure_warning, secret_values
 from hangupsms.store import Store, StoreError
@@ -136,6 +137,7 @@ def check(cfg: Config, out: TextIO) -> int:
     context = worst_case_context(cfg)
     failed = False
     print("  templates (worst case):", file=out)
+    renderings: dict[str, RenderedText] = {}
     for name in cfg.templates:
         try:
             rendered = renderer.render(name, context)
@@ -143,9 +145,11 @@ def check(cfg: Config, out: TextIO) -> int:
             print(f"    {name}: ERROR {exc}", file=out)
             failed = True
             continue
+        renderings[name] = rendered
         rendered = policycli.with_longest_footer(cfg, name, rendered)
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
+    crm.print_template_features(cfg, renderings, out)
     source = Path(cfg.source) if cfg.source else None
     warning = exposure_warning(source) if source is not None and source.is_file() else None
     if warning:
