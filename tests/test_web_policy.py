@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ async def deferred_rig(tmp_path: Path, clock: FakeClock) -> AsyncIterator[
             await runner
 
 
-def _states_are(db: Path, expected: dict[str, int]) -> Callable[[], Any]:
+def _states_are(db: Path, expected: dict[str, int]) -> Callable[[], Awaitable[bool]]:
     async def holds() -> bool:
         return dict(_rows(db, "SELECT state, COUNT(*) FROM messages GROUP BY state")) == expected
     return holds
