@@ -17,6 +17,7 @@ import structlog
 from hangupsms import crm, logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
 from hangupsms.models import RenderedText
+from hangupsms.policystore import PolicyStore
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.secrecy import exposure_warning, secret_values
 from hangupsms.store import Store, StoreError
@@ -219,14 +220,20 @@ def _local(epoch: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
+_HOLDERS = {"guard": "fraud guard", "coupon": "coupon codes"}
+
+
 async def _stats(cfg: Config, out: TextIO) -> int:
     store = await Store.open(cfg.database, readonly=True)
     try:
         counts = await store.counts_by_state()
+        held = await PolicyStore(store).held_by_kind() if "held" in counts else {}
     finally:
         await store.close()
     for state, count in counts.items():
-        print(f"{state}: {count}", file=out)
+        # Each kind of hold has its own way out: `guard release` or `coupons load`.
+        kinds = ", ".join(f"{_HOLDERS[k]} {n}" for k, n in sorted(held.items()))
+        print(f"{state}: {count}" + (f" ({kinds})" if state == "held" else ""), file=out)
     print(f"total: {sum(counts.values())}", file=out)
     return EXIT_OK
 

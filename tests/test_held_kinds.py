@@ -105,6 +105,7 @@ async def test_guard_release_leaves_a_coupon_held_message_held(rig: Rig) -> None
     assert rig.message("m1")[:2] == ("held", GUARD_HELD)
     assert await rig.policy.held_by_kind() == {"coupon": 1, "guard": 1}
 
+    assert "held: 2 (coupon codes 1, fraud guard 1)\n" in (await rig.cli("stats"))[1]
     code, out = await rig.cli("guard", "status")
     assert code == EXIT_TRIPPED
     assert "1 message(s) held;" in out
