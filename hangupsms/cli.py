@@ -16,6 +16,8 @@ import structlog
 
 from hangupsms import crm, logs, optout, policycli
 from hangupsms.config import Config, ConfigError, load_config
+from hangupsms.models import RenderedText
+from hangupsms.policystore import PolicyStore
 from hangupsms.render import Renderer, RenderError, worst_case_context
 from hangupsms.secrecy import exposure_warning, secret_values
 from hangupsms.store import Store, StoreError
@@ -136,6 +138,7 @@ def check(cfg: Config, out: TextIO) -> int:
     context = worst_case_context(cfg)
     failed = False
     print("  templates (worst case):", file=out)
+    renderings: dict[str, RenderedText] = {}
     for name in cfg.templates:
         try:
             rendered = renderer.render(name, context)
@@ -143,9 +146,11 @@ def check(cfg: Config, out: TextIO) -> int:
             print(f"    {name}: ERROR {exc}", file=out)
             failed = True
             continue
+        renderings[name] = rendered
         rendered = policycli.with_longest_footer(cfg, name, rendered)
         print(f"    {name}: {rendered.segments} segment(s), {rendered.encoding}, "
               f"{len(rendered.text)} chars", file=out)
+    crm.print_template_features(cfg, renderings, out)
     source = Path(cfg.source) if cfg.source else None
     warning = exposure_warning(source) if source is not None and source.is_file() else None
     if warning:
@@ -215,14 +220,20 @@ def _local(epoch: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
+_HOLDERS = {"guard": "fraud guard", "coupon": "coupon codes"}
+
+
 async def _stats(cfg: Config, out: TextIO) -> int:
     store = await Store.open(cfg.database, readonly=True)
     try:
         counts = await store.counts_by_state()
+        held = await PolicyStore(store).held_by_kind() if "held" in counts else {}
     finally:
         await store.close()
     for state, count in counts.items():
-        print(f"{state}: {count}", file=out)
+        # Each kind of hold has its own way out: `guard release` or `coupons load`.
+        kinds = ", ".join(f"{_HOLDERS[k]} {n}" for k, n in sorted(held.items()))
+        print(f"{state}: {count}" + (f" ({kinds})" if state == "held" else ""), file=out)
     print(f"total: {sum(counts.values())}", file=out)
     return EXIT_OK
 

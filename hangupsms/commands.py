@@ -16,12 +16,13 @@ from hangupsms.config import Config, ProviderConfig, parse_config
 from hangupsms.daemon import Daemon
 from hangupsms.dispatch import Dispatcher, sender_settings
 from hangupsms.frames import event_frames
-from hangupsms.models import AmiEvent, CompletedCall
+from hangupsms.models import AmiEvent, CompletedCall, PlannedMessage
 from hangupsms.pipeline import CallPipeline
 from hangupsms.planner import plan
-from hangupsms.policystore import PolicyGate
+from hangupsms.policy import with_incident
+from hangupsms.policystore import Incident, PolicyGate, PolicyStore
 from hangupsms.providers import SmsProvider, build_provider
-from hangupsms.render import Renderer, shown_text
+from hangupsms.render import Renderer, measure, shown_text
 from hangupsms.replay import AmiReplayServer
 from hangupsms.store import Store
 
@@ -54,6 +55,7 @@ def transcript_calls(cfg: Config, path: Path) -> list[CompletedCall]:
 async def preview(cfg: Config, path: Path, out: TextIO) -> int:
     """Print each call's facts and what the rules would send, without storing anything."""
     renderer = Renderer.from_config(cfg)
+    incident = await _incident_in_force(cfg, out)
     for call in transcript_calls(cfg, path):
         print(f"call {call.pbx}/{call.linkedid}: {call.direction} from "
               f"{call.customer_number or '?'} ({call.customer_name}) did={call.did} "
@@ -61,17 +63,38 @@ async def preview(cfg: Config, path: Path, out: TextIO) -> int:
               f"talk={call.talk_seconds}s wait={call.wait_seconds}s", file=out)
         planned = plan(call, cfg, renderer, now=time.time())
         for message in planned:
-            if message.skip_reason:
-                print(f"  skip {message.rule} -> {message.to}: {message.skip_reason}", file=out)
-            elif message.send_at is not None:
-                print(f"  later {message.rule} -> {message.to}: {message.wait_reason}", file=out)
-            elif message.body is not None:
-                print(f"  send {message.rule} -> {message.to} via {message.provider} "
-                      f"({message.body.segments} seg, {message.body.encoding}): "
-                      f"{shown_text(message.body)}", file=out)
+            _print_planned(message, incident, out)
         if not planned:
             print("  no rule matched", file=out)
     return EXIT_OK
+
+
+def _print_planned(message: PlannedMessage, incident: Incident | None, out: TextIO) -> None:
+    if message.skip_reason:
+        print(f"  skip {message.rule} -> {message.to}: {message.skip_reason}", file=out)
+    elif message.send_at is not None:
+        print(f"  later {message.rule} -> {message.to}: {message.wait_reason}", file=out)
+    elif message.body is not None:
+        body = message.body
+        if incident is not None:  # the sender adds it right before the send
+            body = measure(with_incident(shown_text(body), incident.text, incident.replace))
+        print(f"  send {message.rule} -> {message.to} via {message.provider} "
+              f"({body.segments} seg, {body.encoding}): {shown_text(body)}", file=out)
+
+
+async def _incident_in_force(cfg: Config, out: TextIO) -> Incident | None:
+    """The incident notice the running daemon would add now (none without a database)."""
+    if not await asyncio.to_thread(cfg.database.is_file):
+        return None
+    store = await Store.open(cfg.database, readonly=True)
+    try:
+        incident = await PolicyStore(store).incident()
+    finally:
+        await store.close()
+    if incident is not None:
+        how = "replaces each message" if incident.replace else "appended to each message"
+        print(f"incident notice on ({how}): {incident.text}", file=out)
+    return incident
 
 
 async def replay(cfg: Config, path: Path, out: TextIO, *, dry_run: bool) -> int:

@@ -16,7 +16,7 @@ import phonenumbers
 import yaml
 from jinja2 import TemplateSyntaxError
 
-from hangupsms.config_policy import check_marketing, duration, read_policy
+from hangupsms.config_policy import caps, check_marketing, duration, read_policy
 from hangupsms.config_providers import read_providers, require_text
 from hangupsms.config_web import check_template_functions, read_web
 from hangupsms.models import Direction, Disposition
@@ -90,7 +90,7 @@ MAX_CUSTOMER_NAME = (1, 1000)
 RULE_KEYS = ("name", "when", "send", "priority")
 RULE_REQUIRED = ("name", "send")
 SEND_KEYS = ("template", "to", "via", "delay", "after", "at", "expires_after",
-             "cancel_if_answered")
+             "cancel_if_answered", "caps")
 SEND_REQUIRED = ("template", "to", "via")
 WINDOW_REQUIRED = ("from", "to")
 _RECIPIENTS = ("customer", "agent")
@@ -357,6 +357,7 @@ def _send(reader: NodeReader, at: At, targets: _Targets, *, default_cancel: bool
         else None,
         cancel_if_answered=(default_cancel and to == "customer") if cancel is None
         else reader.flag(cancel),
+        caps=caps(reader, nodes["caps"]) if "caps" in nodes else (),
     )
 
 

@@ -358,14 +358,16 @@ CLOCK = Shape({"type": ["string", "integer"], "pattern": r"^\s*\d{1,2}:\d{2}\s*$
 
 def _send_keys(send_to: Shape) -> tuple[Key, ...]:
     keys = keys_of(RuleSend, overrides={
-        "to": send_to, "delay": DURATION, "at": CLOCK, "expires_after": DURATION},
-        defaults={"delay": "none", "at": "—", "expires_after": "never",
+        "to": send_to, "delay": DURATION, "at": CLOCK, "expires_after": DURATION,
+        "caps": one_or_list(section_ref("cap", "cap"))},
+        defaults={"delay": "none", "at": "—", "expires_after": "never", "caps": "none",
                   "cancel_if_answered": "`true` for rules on unanswered calls to the customer"},
         docs={"delay": "wait this long after the call (`after` is the same key)",
               "at": "then move to the next such time, recipient time",
               "expires_after": "drop a message not sent this long after it was first due",
               "cancel_if_answered": "cancel it while waiting when a later call with the same "
-                                    "customer is answered"})
+                                    "customer is answered",
+              "caps": "per recipient, for this rule: over one, wait for a slot or expire"})
     after = Key("after", DURATION, "none", "the same as `delay` (give one of them)")
     return (*keys, after)
 
@@ -394,9 +396,10 @@ def _policy_sections() -> tuple[Section, ...]:
                     docs={"windows": "when this category may be sent, per region",
                           "footers": "appended to every message of this category, per region",
                           "caps": "per recipient, for this category"}), ()),
-        Section("cap", "policy…caps[], policy.budget", docstring(Cap), keys_of(Cap, overrides={
-            "max": integer(0), "per": DURATION},
-            docs={"max": "messages at most", "per": "in any period this long"}), ("max", "per")),
+        Section("cap", "policy…caps[], policy.budget, rules[].send.caps", docstring(Cap),
+                keys_of(Cap, overrides={"max": integer(0), "per": DURATION},
+                        docs={"max": "messages at most", "per": "in any period this long"}),
+                ("max", "per")),
         Section("guard", "policy.guard", docstring(GuardConfig),
                 keys_of(GuardConfig, bounds=GUARD_BOUNDS), ()),
     )

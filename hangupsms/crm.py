@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -14,8 +15,10 @@ from zoneinfo import ZoneInfo
 
 from hangupsms.config import Config
 from hangupsms.customers import Customer, active_since, customer, customers
+from hangupsms.models import RenderedText
 from hangupsms.optout import normalise
-from hangupsms.store import Store
+from hangupsms.policystore import PolicyStore
+from hangupsms.store import Store, StoreError
 from hangupsms.tracking import coupon_counts, load_coupons, release_held
 
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -66,7 +69,10 @@ async def coupons(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
               "(a code is used once, ever)", file=out)
         released = await release_held(store, time.time())
         if released:
-            print(f"{released} held message(s) got their codes and will be sent", file=out)
+            guard = await PolicyStore(store).guard()
+            after = (": the fraud guard is tripped, they wait for `hangupsms guard release`"
+                     if guard.tripped_at is not None else " and will be sent")
+            print(f"{released} held message(s) got their codes{after}", file=out)
         return EXIT_OK
     finally:
         await store.close()
@@ -145,3 +151,49 @@ async def report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace, TextIO], Coroutine[None, None, int]]] = {
     "coupons": coupons, "customers": show_customer, "export": export, "report": report,
 }
+
+
+def print_template_features(cfg: Config, rendered: Mapping[str, RenderedText],
+                            out: TextIO) -> None:
+    """`check`: which templates put in tracked links and coupon codes; empty pools warned.
+
+    A pool is looked up in the database when it exists: a template drawing from an empty
+    pool has its messages held until `coupons load`.
+    """
+    using = {name: r for name, r in rendered.items() if r.links or r.coupons}
+    if not using:
+        return
+    print("  web features in templates:", file=out)
+    for name, r in using.items():
+        parts = [f"tracked link to {link.url}" + (f" (tag {link.tag})" if link.tag else "")
+                 for link in r.links]
+        parts += [f"coupon from pool {slot.pool}" for slot in r.coupons]
+        print(f"    {name}: {'; '.join(parts)}", file=out)
+    pools = sorted({slot.pool for r in using.values() for slot in r.coupons})
+    if not pools:
+        return
+    if not cfg.database.is_file():
+        print("  coupon pools: no database yet; load codes before the first call "
+              "(`hangupsms coupons load POOL FILE`)", file=out)
+        return
+    try:
+        counts = asyncio.run(_coupon_counts(cfg.database))
+    except StoreError as exc:
+        print(f"  warning: coupon pools not checked: {exc}", file=out)
+        return
+    for pool in pools:
+        unused = counts.get(pool, (0, 0))[0]
+        if unused == 0:
+            users = ", ".join(n for n, r in using.items() if pool in {s.pool for s in r.coupons})
+            print(f"  warning: coupon pool '{pool}' ({users}) has no unused code: its messages "
+                  f"are held until `hangupsms coupons load {pool} FILE`", file=out)
+        else:
+            print(f"  coupon pool '{pool}': {unused} unused code(s)", file=out)
+
+
+async def _coupon_counts(database: Path) -> dict[str, tuple[int, int]]:
+    store = await Store.open(database, readonly=True)
+    try:
+        return await coupon_counts(store)
+    finally:
+        await store.close()

@@ -42,8 +42,12 @@ class Daemon:
         providers: Mapping[str, SmsProvider] | None = None,
         clock: Callable[[], float] = time.monotonic, shutdown_timeout: float = 10.0,
         config_path: Path | None = None, notifier: Notifier | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        # `clock` paces the calls (grace periods); `wall_clock` dates records and decides
+        # when a message is due: the planner, the sender, the web side (tests move it).
+        self.wall_clock = wall_clock
         self.notifier = notifier if notifier is not None else Notifier()
         self._config_path = config_path
         self._reload = asyncio.Event()
@@ -71,7 +75,7 @@ class Daemon:
         store = await Store.open(self.cfg.database)
         providers = dict(self._given_providers or {})
         try:
-            recovered = await store.recover_interrupted(time.time())
+            recovered = await store.recover_interrupted(self.wall_clock())
             if recovered:
                 # Checked with the provider before anything new is sent: never sent twice.
                 log.warning("outbox.interrupted_sends_to_check", messages=recovered)
@@ -84,8 +88,10 @@ class Daemon:
             dispatcher = Dispatcher(store, providers, rates, policies=policies,
                                     on_progress=self._progress.set,
                                     gate=PolicyGate(store, self.cfg),
-                                    on_latency=self.metrics.observe_latency)
-            pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
+                                    on_latency=self.metrics.observe_latency,
+                                    clock=self.wall_clock)
+            pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake,
+                                    wall_clock=self.wall_clock)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
             if self.agi is not None:
@@ -176,7 +182,7 @@ class Daemon:
     async def _retention(self, store: Store) -> None:
         """Delete records older than `retention.days`, at start and every `every_hours`."""
         while (retention := self.cfg.retention) is not None:
-            cutoff = time.time() - retention.days * 86_400
+            cutoff = self.wall_clock() - retention.days * 86_400
             calls, messages = await store.purge_before(cutoff)
             if calls:
                 log.info("retention.purged", calls=calls, messages=messages,

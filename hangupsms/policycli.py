@@ -60,16 +60,20 @@ async def guard(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
                   f"{'discarded' if args.discard else 'queued for sending'}", file=out)
             return EXIT_OK
         state = await policy.guard()
-        held = (await store.counts_by_state()).get("held", 0)
+        held = await policy.held_by_kind()
     finally:
         await store.close()
     tz = ZoneInfo(cfg.timezone)
+    # Messages an empty coupon pool holds are not the guard's to release.
+    coupons = held.get("coupon", 0)
+    waiting = (f"; {coupons} other(s) wait for coupon codes (`hangupsms coupons load`)"
+               if coupons else "")
     if state.tripped_at is None:
-        print(f"guard: clear; tripped {state.trips} time(s) so far", file=out)
+        print(f"guard: clear; tripped {state.trips} time(s) so far{waiting}", file=out)
         return EXIT_OK
     print(f"guard: TRIPPED at {_local(state.tripped_at, tz)}: {state.reason}", file=out)
-    print(f"{held} message(s) held; tripped {state.trips} time(s) so far; "
-          "release with `hangupsms guard release` (or `--discard`)", file=out)
+    print(f"{held.get('guard', 0)} message(s) held; tripped {state.trips} time(s) so far; "
+          f"release with `hangupsms guard release` (or `--discard`){waiting}", file=out)
     return EXIT_TRIPPED
 
 
@@ -134,6 +138,8 @@ def _rule_line(cfg: Config, rule: Rule) -> str:
     parts = [category.name, f"priority {rule.priority}",
              f"windows: {windows or 'any time'}",
              "caps: " + (", ".join(describe_cap(c) for c in category.caps) or "none")]
+    if rule.send.caps:
+        parts.append("rule caps: " + ", ".join(describe_cap(c) for c in rule.send.caps))
     if category.footers:
         parts.append("footers: " + "; ".join(f"{r} {t!r}" for r, t in category.footers.items()))
     send = rule.send

@@ -26,6 +26,7 @@ from hangupsms.policy import (
     Waiting,
     cancellations,
     decide,
+    rule_caps,
     with_incident,
 )
 from hangupsms.policy.limits import GuardFacts, destination_prefix, price
@@ -39,6 +40,9 @@ log = structlog.get_logger(__name__)
 _ATTEMPTED = "('sent', 'delivered', 'undelivered', 'unknown', 'checking')"
 _WAITING = "('pending', 'deferred', 'sending')"
 _HOUR, _DAY = 3600.0, 86_400.0
+# A held message is the guard's unless an empty coupon pool holds it: that one waits for
+# `coupons load` (tracking.release_held), whatever the guard does.
+_HELD_BY_GUARD = "state = 'held' AND id NOT IN (SELECT message_id FROM held_coupons)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +105,25 @@ class PolicyStore:
                               f"by {by}; held messages {'discarded' if discard else 'queued'}")
         target = MessageState.SKIPPED if discard else MessageState.PENDING
         reason = f"held by the fraud guard; {'discarded' if discard else 'released'} by {by}"
-        async with self._store.transaction() as db, db.execute(
-            # A message held for a coupon code waits for `coupons load`, not for the guard.
-            "UPDATE messages SET state = ?, reason = ?, send_at = ?, updated_at = ?"
-            " WHERE state = 'held' AND id NOT IN (SELECT message_id FROM held_coupons)",
-            (target.value, reason, now, now)) as cursor:
-            return cursor.rowcount
+        async with self._store.transaction() as db:
+            # History shows who let each message go (or dropped it), and when.
+            await db.execute(
+                "INSERT INTO attempts (message_id, at, outcome, detail)"  # noqa: S608
+                f" SELECT id, ?, ?, ? FROM messages WHERE {_HELD_BY_GUARD}",
+                (now, "guard_discard" if discard else "guard_release", reason))
+            async with db.execute(
+                "UPDATE messages SET state = ?, reason = ?, send_at = ?,"  # noqa: S608
+                f" updated_at = ? WHERE {_HELD_BY_GUARD}",
+                (target.value, reason, now, now)) as cursor:
+                return cursor.rowcount
+
+    async def held_by_kind(self) -> dict[str, int]:
+        """Held messages by what holds them: `guard` (the fraud guard) or `coupon` (a pool)."""
+        rows = await self._store.rows(
+            "SELECT CASE WHEN h.message_id IS NULL THEN 'guard' ELSE 'coupon' END, COUNT(*)"
+            " FROM messages m LEFT JOIN held_coupons h ON h.message_id = m.id"
+            " WHERE m.state = 'held' GROUP BY 1")
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def incident(self) -> Incident | None:
         state = await self._state("incident")
@@ -132,12 +149,13 @@ class PolicyStore:
     async def facts(self, message: Waiting, cfg: Config, now: float) -> SendFacts:
         """The suppression, cap, budget and guard facts `policy.decide` needs."""
         policy = cfg.policy
-        periods = [c.per for c in (*policy.budget, *policy.categories[message.category].caps)]
+        periods = [c.per for c in (*policy.budget, *policy.categories[message.category].caps,
+                                   *rule_caps(cfg, message.rule))]
         since = now - max(periods, default=0.0)
         sent = await self._store.rows(
-            f"SELECT attempt_started_at, category FROM messages WHERE to_number = ?"  # noqa: S608
-            f" AND state IN {_ATTEMPTED} AND attempt_started_at > ? AND id != ?",
-            (message.to, since, message.id))
+            f"SELECT attempt_started_at, category, rule FROM messages"  # noqa: S608
+            f" WHERE to_number = ? AND state IN {_ATTEMPTED} AND attempt_started_at > ?"
+            f" AND id != ?", (message.to, since, message.id))
         waiting = await self._store.rows(
             f"SELECT send_at, category FROM messages WHERE to_number = ?"  # noqa: S608
             f" AND state IN {_WAITING} AND priority > ? AND id != ?",
@@ -151,6 +169,7 @@ class PolicyStore:
             reserved_budget=[float(r[0]) for r in waiting],
             reserved_category=[float(r[0]) for r in waiting if r[1] == message.category],
             guard=await self._guard_facts(message, cfg, guard, now),
+            sent_by_rule=[float(r[0]) for r in sent if r[2] == message.rule],
         )
 
     async def _guard_facts(self, message: Waiting, cfg: Config, guard: GuardState,
@@ -218,6 +237,8 @@ class PolicyStore:
                 await db.execute(
                     "INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?,?,?,?)",
                     (message_id, now, "policy_cancel", reason))
+                # A cancelled message will never get its coupon codes.
+                await db.execute("DELETE FROM held_coupons WHERE message_id = ?", (message_id,))
         if found:
             log.info("policy.cancelled", messages=len(found), to=mask_number(customer_e164),
                      linkedid=call.linkedid)

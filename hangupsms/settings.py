@@ -193,7 +193,9 @@ class RuleSend:
     the message after the call; `at` ("HH:MM", recipient time) then moves it to the next such
     time; a message not sent `expires_after` after it was first due is dropped; a
     `cancel_if_answered` message still waiting is cancelled when a later call with the same
-    customer is answered (default: when the rule is for unanswered calls).
+    customer is answered (default: when the rule is for unanswered calls). `caps` limit this
+    rule's messages per recipient (`[{max: 1, per: 7d}]`: one survey a week): over a cap,
+    a message waits for a free slot, or expires (give `expires_after` to drop it instead).
     """
 
     template: str  # a name under `templates:`
@@ -203,6 +205,7 @@ class RuleSend:
     at: int | None = None  # minutes after midnight, recipient time
     expires_after: float | None = None  # seconds
     cancel_if_answered: bool = False
+    caps: tuple[Cap, ...] = ()  # per recipient, for this rule's messages
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ async def release_held(store: Store, now: float) -> int:
         ) as cursor:
             held = list(await cursor.fetchall())
         for message_id, text, slots in held:
+            pools = [pool for _, pool in json.loads(slots)]
             for marker, pool in json.loads(slots):
                 code = await _take(db, pool, message_id, now)
                 if code is None:
@@ -145,6 +146,10 @@ async def release_held(store: Store, now: float) -> int:
                     " encoding = ?, segments = ?, send_at = ?, updated_at = ? WHERE id = ?",
                     (text, measured.encoding.value, measured.segments, now, now, message_id))
                 await db.execute("DELETE FROM held_coupons WHERE message_id = ?", (message_id,))
+                await db.execute(
+                    "INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?,?,?,?)",
+                    (message_id, now, "coupon_codes",
+                     "codes taken from pool " + ", ".join(sorted(set(pools)))))
                 released += 1
     return released
 

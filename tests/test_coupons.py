@@ -112,3 +112,33 @@ def test_preview_shows_where_a_code_will_go(tmp_path: Path) -> None:
     assert main(["preview", "-c", str(config), str(FIXTURES / "a.ami")], out=out) == EXIT_OK
     assert "Thanks! Your code: [coupon:thanks]\n" in out.getvalue()
     assert "\x00" not in out.getvalue()
+
+
+def test_check_names_links_and_pools_and_warns_of_an_empty_pool(tmp_path: Path) -> None:
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["database"] = str(tmp_path / "h.db")
+    raw["web"] = {"public_url": "https://pbx.example.com/sms"}
+    raw["templates"]["thanks"] = ("Thanks! {{ link('https://shop.example.com/', tag='shop') }}"
+                                  " Your code: {{ coupon('spring') }}")
+    config = tmp_path / "h.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config.chmod(0o600)  # it spells out the lab's secrets
+    codes = tmp_path / "codes.txt"
+    codes.write_text("CODE-1\nCODE-2\n", encoding="utf-8")
+
+    def run(*argv: str) -> str:
+        out = io.StringIO()
+        assert main([*argv[:1], "-c", str(config), *argv[1:]], out=out) == EXIT_OK
+        return out.getvalue()
+
+    features = run("check").split("  web features in templates:\n", 1)[1]
+    assert features == (
+        "    thanks: tracked link to https://shop.example.com/ (tag shop); coupon from pool "
+        "spring\n  coupon pools: no database yet; load codes before the first call "
+        "(`hangupsms coupons load POOL FILE`)\n")
+    run("coupons", "load", "autumn", str(codes))  # the database exists; spring is empty
+    assert ("  warning: coupon pool 'spring' (thanks) has no unused code: its messages are "
+            "held until `hangupsms coupons load spring FILE`\n") in run("check")
+    run("coupons", "load", "spring", str(codes))
+    out = run("check")
+    assert "  coupon pool 'spring': 2 unused code(s)\n" in out and "warning" not in out

@@ -96,3 +96,25 @@ def test_preview_shows_what_would_wait_and_why(tmp_path: Path) -> None:
     assert "  later missed -> +33612345678: deferred to " in out
     assert "rule delay 120s" in out
     assert "  send missed-alert -> +447700900777" in out
+
+
+def test_preview_shows_the_incident_notice_the_sender_would_add(tmp_path: Path) -> None:
+    raw = reference_with()
+    rule(raw, "missed")["send"]["delay"] = "2m"
+    config = _config(tmp_path, raw)
+    c_ami = str(Path(__file__).parent / "fixtures" / "ami" / "c.ami")
+    alert = ("  send missed-alert -> +447700900777 via twilio (1 seg, GSM-7): "
+             "Missed call from +33612345678 to 4002.")
+    assert f"{alert}\n" in _run("preview", "-c", config, c_ami)[1]  # no database yet
+
+    notice = "Our lines are down until 18:00."
+    assert _run("incident", "-c", config, "on", "--text", notice)[0] == EXIT_OK
+    code, out = _run("preview", "-c", config, c_ami)
+    assert code == EXIT_OK
+    assert out.startswith(f"incident notice on (appended to each message): {notice}\n")
+    assert f"{alert}\n{notice}\n" in out
+    _run("incident", "-c", config, "on", "--text", notice, "--replace")
+    assert ("  send missed-alert -> +447700900777 via twilio (1 seg, GSM-7): "
+            f"{notice}\n") in _run("preview", "-c", config, c_ami)[1]
+    _run("incident", "-c", config, "off")
+    assert "incident" not in _run("preview", "-c", config, c_ami)[1]

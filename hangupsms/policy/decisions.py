@@ -14,7 +14,7 @@ from hangupsms.models import CompletedCall, PlannedMessage
 from hangupsms.policy.limits import GuardFacts, cap_wait, describe_cap, guard_trip, price
 from hangupsms.policy.windows import describe, next_clock, next_opening, recipient_zones
 from hangupsms.render import measure
-from hangupsms.settings import Config, Rule, TimeWindow
+from hangupsms.settings import Cap, Config, Rule, TimeWindow
 from hangupsms.usstates import us_state
 
 OPTED_OUT = "opted out (suppression list)"
@@ -146,6 +146,7 @@ class SendFacts:
     reserved_budget: Sequence[float]  # due times of higher-priority waiting messages
     reserved_category: Sequence[float]
     guard: GuardFacts
+    sent_by_rule: Sequence[float] = ()  # send times of this rule's messages to the recipient
 
 
 def decide(message: Waiting, facts: SendFacts, cfg: Config, now: float) -> Decision:
@@ -162,7 +163,9 @@ def decide(message: Waiting, facts: SendFacts, cfg: Config, now: float) -> Decis
         if opening is None or opening > now:
             return _later(message, opening, f"{message.category} window {describe(windows)}")
     caps = cfg.policy.categories[message.category].caps
+    # One rule's messages share its priority: none reserves a slot against another.
     for limits, sent, reserved, what in (
+            (rule_caps(cfg, message.rule), facts.sent_by_rule, (), f"rule {message.rule} cap"),
             (caps, facts.sent_in_category, facts.reserved_category, f"{message.category} cap"),
             (cfg.policy.budget, facts.sent_to_recipient, facts.reserved_budget,
              "contact budget")):
@@ -173,6 +176,11 @@ def decide(message: Waiting, facts: SendFacts, cfg: Config, now: float) -> Decis
     if trip is not None:
         return Decision(Verdict.HOLD, f"fraud guard tripped: {trip}")
     return SEND_NOW
+
+
+def rule_caps(cfg: Config, name: str) -> tuple[Cap, ...]:
+    """The caps of rule `name` (none once a reload removed the rule)."""
+    return next((r.send.caps for r in cfg.rules if r.name == name), ())
 
 
 def _later(message: Waiting, at: float | None, why: str) -> Decision:

@@ -42,6 +42,9 @@ class Snapshot:
     delivery: Mapping[str, int]  # delivered/undelivered/failed -> count
     clicks: int
     replies: Mapping[str, int]  # kind -> count
+    guard_tripped: bool  # the fraud guard holds every send until `guard release`
+    guard_trips: int  # times it tripped, ever (from the policy's event log)
+    held: Mapping[str, int]  # held messages by what holds them: guard | coupon
 
 
 class _SnapshotCollector(Collector):
@@ -79,6 +82,13 @@ class _SnapshotCollector(Collector):
                                 s.clicks)
         yield _labelled(GaugeMetricFamily, "hangupsms_replies", "inbound replies by kind",
                         "kind", s.replies)
+        yield GaugeMetricFamily("hangupsms_guard_tripped",
+                                "1 while the fraud guard holds every send", int(s.guard_tripped))
+        yield CounterMetricFamily("hangupsms_guard_trips", "times the fraud guard tripped",
+                                  s.guard_trips)
+        yield _labelled(GaugeMetricFamily, "hangupsms_messages_held",
+                        "held messages by what holds them", "reason",
+                        {k: s.held.get(k, 0) for k in ("guard", "coupon")})
 
 
 def _labelled(

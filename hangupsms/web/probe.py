@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hangupsms.ami import ConnState
+from hangupsms.policystore import PolicyStore
 from hangupsms.reportdata import delivery_counts, reply_counts, total_clicks
 from hangupsms.web.context import WebContext
 from hangupsms.web.metrics import Health, Metrics, Snapshot
@@ -30,14 +31,20 @@ def web_context(
             ami={c.pbx.name: c.state is ConnState.READY for c in daemon.connections},
             database=await store.writable(), sender=dispatcher.alive)
 
+    policy = PolicyStore(store)
+
     async def snapshot() -> Snapshot:
+        guard = await policy.guard()
         return Snapshot(
             health=await health(), events=pipeline.events_fed,
             events_dropped=daemon.queue.dropped, event_queue=daemon.queue.qsize(),
             calls_recorded=pipeline.calls_recorded, calls_live=pipeline.live_calls(),
             messages=await store.counts_by_state(), delivery=await delivery_counts(store),
-            clicks=await total_clicks(store), replies=await reply_counts(store))
+            clicks=await total_clicks(store), replies=await reply_counts(store),
+            guard_tripped=guard.tripped_at is not None, guard_trips=guard.trips,
+            held=await policy.held_by_kind())
 
     tokens = tuple(p.auth_token for p in cfg.providers.values() if p.kind == "twilio")
     return WebContext(web=cfg.web, store=store, phone=cfg.phone, timezone=cfg.timezone,
-                      auth_tokens=tokens, health=health, snapshot=snapshot, metrics=metrics)
+                      auth_tokens=tokens, health=health, snapshot=snapshot, metrics=metrics,
+                      clock=daemon.wall_clock)
