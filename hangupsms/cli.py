@@ -131,6 +131,9 @@ def check(cfg: Config, out: TextIO) -> int:
     print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}",
           file=out)
     print(f"  rules: {', '.join(r.name for r in cfg.rules)}", file=out)
+    for rule in cfg.rules:
+        if len(rule.send.via) > 1:
+            print(f"    {rule.name} via {' -> '.join(rule.send.via)} (failover order)", file=out)
     policycli.print_policy(cfg, out)
     renderer = Renderer.from_config(cfg)
     context = worst_case_context(cfg)

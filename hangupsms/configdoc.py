@@ -357,11 +357,20 @@ CLOCK = Shape({"type": ["string", "integer"], "pattern": r"^\s*\d{1,2}:\d{2}\s*$
 
 
 def _send_keys(send_to: Shape) -> tuple[Key, ...]:
+    via = Shape({"anyOf": [TEXT, {"type": "array", "items": TEXT, "minItems": 1,
+                                  "uniqueItems": True}]},
+                "provider name or a list of them (failover order)")
     keys = keys_of(RuleSend, overrides={
-        "to": send_to, "delay": DURATION, "at": CLOCK, "expires_after": DURATION},
+        "to": send_to, "via": via, "delay": DURATION, "at": CLOCK, "expires_after": DURATION},
         defaults={"delay": "none", "at": "—", "expires_after": "never",
                   "cancel_if_answered": "`true` for rules on unanswered calls to the customer"},
-        docs={"delay": "wait this long after the call (`after` is the same key)",
+        docs={"via": "the first sends; the next takes over only when the one before it "
+                     "refused the message for its own reason (credentials, account, sender "
+                     "number, region permission), spent its retry budget on throttling or "
+                     "transient errors, or is not configured. Never after a rejection for "
+                     "the recipient (opted out, invalid number) nor after an ambiguous send "
+                     "its lookup has not proved absent (README: Failover)",
+              "delay": "wait this long after the call (`after` is the same key)",
               "at": "then move to the next such time, recipient time",
               "expires_after": "drop a message not sent this long after it was first due",
               "cancel_if_answered": "cancel it while waiting when a later call with the same "

@@ -198,7 +198,9 @@ class RuleSend:
 
     template: str  # a name under `templates:`
     to: str  # "customer" | "agent" | an E.164 number
-    via: str  # a name under `providers:`
+    # Names under `providers:`, in order: the first sends; a later one only when those
+    # before it refused the message, spent their retry budget or are not configured.
+    via: tuple[str, ...]
     delay: float = 0.0  # seconds
     at: int | None = None  # minutes after midnight, recipient time
     expires_after: float | None = None  # seconds
