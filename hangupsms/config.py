@@ -93,7 +93,7 @@ SEND_KEYS = ("template", "to", "via", "delay", "after", "at", "expires_after",
              "cancel_if_answered")
 SEND_REQUIRED = ("template", "to", "via")
 WINDOW_REQUIRED = ("from", "to")
-_RECIPIENTS = ("customer", "agent")
+_RECIPIENTS = ("customer", "agent", "notify")
 
 
 def _keys(cls: type[DataclassInstance]) -> tuple[str, ...]:

@@ -306,8 +306,8 @@ def sections() -> tuple[Section, ...]:
     phone = keys_of(PhoneConfig, bounds=PHONE_BOUNDS, overrides={
         "default_region": region, "allowed_regions": one_or_list(region),
         "number_check": choice("valid", "possible")})
-    send_to = Shape({"anyOf": [{"enum": ["customer", "agent"]}, TEXT]},
-                    "`customer` \\| `agent` \\| a number")
+    send_to = Shape({"anyOf": [{"enum": ["customer", "agent", "notify"]}, TEXT]},
+                    "`customer` \\| `agent` \\| `notify` \\| a number")
     return (
         Section("top", "", docstring(Config), _top_keys(), TOP_REQUIRED),
         Section("pbx", "pbx[]", docstring(PbxConfig), keys_of(
@@ -364,7 +364,12 @@ def _send_keys(send_to: Shape) -> tuple[Key, ...]:
         "to": send_to, "via": via, "delay": DURATION, "at": CLOCK, "expires_after": DURATION},
         defaults={"delay": "none", "at": "—", "expires_after": "never",
                   "cancel_if_answered": "`true` for rules on unanswered calls to the customer"},
-        docs={"via": "the first sends; the next takes over only when the one before it "
+        docs={"to": "who gets it: `customer` (the external party), `agent` (its `mobile` "
+                    "under `agents:`), `notify` (the numbers the dialplan gave in "
+                    "HANGUPSMS_NOTIFY, e.g. FastAGI `notify?to=…`, comma-separated, at most 3; "
+                    "none or not textable: recorded as skipped with the reason) or a fixed "
+                    "number",
+              "via": "the first sends; the next takes over only when the one before it "
                      "refused the message for its own reason (credentials, account, sender "
                      "number, region permission), spent its retry budget on throttling or "
                      "transient errors, or is not configured. Never after a rejection for "

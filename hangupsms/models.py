@@ -162,7 +162,7 @@ class PlannedMessage:
     """
 
     rule: str
-    recipient: str  # "customer", "agent" or the configured fixed number
+    recipient: str  # "customer", "agent", "notify" or the configured fixed number
     to: str  # E.164, or the raw value when it could not be read
     provider: str
     template: str
