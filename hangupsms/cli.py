@@ -203,7 +203,8 @@ async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
             code = f" {row.error_code}" if row.error_code else ""
             why += f", {row.delivery}{code}"
         print(f"{_local(row.created_at, tz)} {row.pbx}/{row.linkedid} {row.rule} -> "
-              f"{row.to_number} [{row.state}{why}] attempts={row.attempts} {row.body or ''}",
+              f"{row.to_number} [{row.state}{why}] via {row.provider} attempts={row.attempts} "
+              f"{row.body or ''}",
               file=out)
         for attempt in attempts[row.id]:
             code = f" {attempt.error_code}" if attempt.error_code else ""
