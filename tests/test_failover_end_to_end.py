@@ -77,3 +77,37 @@ async def test_run_with_refused_twilio_credentials_sends_everything_through_the_
     shown = out.getvalue().splitlines()
     assert "] via gateway attempts=2 Your appointment A-1042 is confirmed." in "\n".join(shown)
     assert not [line for line in shown if "[sent]" in line and "via gateway" not in line]
+
+
+async def test_run_with_twilio_unreachable_spends_its_budget_then_the_modem_sends(
+    tmp_path: Path,
+) -> None:
+    wanted = expected_sent()
+    async with fake_twilio() as twilio:
+        closed_url = twilio.url  # nothing listens there once it stops
+    async with AmiReplayServer(TRANSCRIPTS, username=USER, secret=SECRET, modem=[]) as ami:
+        config = lab_config(tmp_path, ami_port=ami.port, twilio_url=closed_url,
+                            twilio={"max_attempts": 2, "base_delay": 0.01})
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        raw["providers"]["modem"] = {"kind": "ami-gsm", "device": "dongle0", "rate": 1000}
+        for rule in raw["rules"]:
+            rule["send"]["via"] = ["twilio", "modem"]
+        config.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False),
+                          encoding="utf-8")
+        process, log = await start_daemon_process(config)
+        try:
+            async with asyncio.timeout(60):
+                await log.until(lambda _: len(log.events("sms.sent")) >= sum(wanted.values()))
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            assert await process.wait() == 0
+    assert Counter((sms["Number"], sms["Message"]) for sms in ami.sms) == wanted
+    retried = log.events("sms.retry_scheduled")
+    assert len(retried) == sum(wanted.values())  # one retry each, then the budget is spent
+    assert all(e["provider"] == "twilio" for e in retried)
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        rows = db.execute("SELECT provider, attempts, attempts_before FROM messages"
+                          " WHERE state = 'sent'").fetchall()
+    assert set(rows) == {("modem", 3, 2)}
