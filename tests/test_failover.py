@@ -3,8 +3,10 @@ gateway provider against a loopback gateway, over one real outbox on a fake cloc
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from hangupsms.cli import EXIT_OK, main
 from hangupsms.config import ConfigError, ProviderConfig, parse_config
 from hangupsms.dispatch import Dispatcher, RetryPolicy
 from hangupsms.providers.http import HttpGatewayProvider
+from hangupsms.schema import MIGRATIONS, SCHEMA_VERSION
+from hangupsms.store import Store
 from tests.faketwilio import Scripted
 from tests.outboxrig import BODY, TO, Rig, open_rig
 from tests.test_config import BASE, line_of
@@ -244,3 +248,42 @@ def test_check_prints_each_rules_failover_order(tmp_path: Path) -> None:
     out = io.StringIO()
     assert main(["check", "-c", str(path)], out=out) == EXIT_OK
     assert "thanks via twilio -> log (failover order)" in out.getvalue()
+
+
+async def test_pacing_follows_the_provider_that_now_holds_the_message(
+    rig: Rig, gateway: FakeGateway, http: HttpGatewayProvider
+) -> None:
+    rig.fake.auth_token = "rotated"
+    message_id = await rig.add_message(fallbacks=("gateway",))
+    # Twilio's next slot is 1000 s away after its one try: were the hand-over paced as
+    # Twilio, the gateway's send would wait that long.
+    dispatcher = Dispatcher(rig.store, {"twilio": rig.provider, "gateway": http},
+                            {"twilio": 0.001}, clock=rig.clock, rng=random.Random(7))
+    async with asyncio.timeout(5):
+        await dispatcher.drain()
+    assert (rig.row(message_id)["state"], len(gateway.seen)) == ("sent", 1)
+
+
+async def test_a_message_stored_before_failover_existed_is_sent_as_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:-1]:
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        db.execute("INSERT INTO calls (pbx, linkedid, direction, customer_number, customer_name,"
+                   " answered, disposition, talk_seconds, wait_seconds, variables, facts,"
+                   " started_at, ended_at, end_reason, recorded_at) VALUES ('lab', '1.1',"
+                   " 'inbound', '', '', 1, 'answered', 1, 1, '{}', '{}', 1, 2, 'x', 2)")
+        db.execute("INSERT INTO messages (call_id, rule, recipient, to_number, provider,"
+                   " template, body, state, attempts, send_at, created_at, updated_at)"
+                   " VALUES (1, 'thanks', 'customer', ?, 'twilio', 't', 'hi', 'pending', 3,"
+                   " 0, 0, 0)", (TO,))
+    store = await Store.open(path)
+    try:
+        (message,) = await store.claim_due(10.0)
+    finally:
+        await store.close()
+    assert (message.provider, message.fallbacks, message.attempts) == ("twilio", (), 4)
+    assert message.provider_attempts == 4  # every earlier try counts against its budget
