@@ -244,7 +244,7 @@ class Dispatcher:
         elif status is SendStatus.THROTTLED:
             delay = policy.throttle_delay
         else:
-            delay = policy.backoff(message.attempts, self._rng)
+            delay = policy.backoff(message.provider_attempts, self._rng)
         deadline = policy.deadline(message)
         if message.provider_attempts >= policy.max_attempts:
             reason = f"retry budget of {policy.max_attempts} attempts spent: {result.detail}"

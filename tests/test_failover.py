@@ -287,3 +287,21 @@ async def test_a_message_stored_before_failover_existed_is_sent_as_before(
         await store.close()
     assert (message.provider, message.fallbacks, message.attempts) == ("twilio", (), 4)
     assert message.provider_attempts == 4  # every earlier try counts against its budget
+
+
+async def test_the_next_provider_backs_off_from_its_own_first_attempt(rig: Rig) -> None:
+    closed = await FakeGateway().start()
+    await closed.stop()  # connections to it are refused
+    cfg = ProviderConfig(name="gateway", kind="http", url=f"{closed.url}/api/send",
+                         form={"to": "{{ to }}", "text": "{{ body }}"}, timeout=5.0)
+    unreachable = HttpGatewayProvider(cfg)
+    rig.fake.auth_token = "rotated"
+    message_id = await rig.add_message(fallbacks=("gateway",))
+    try:
+        await _dispatcher(rig, unreachable).drain()
+    finally:
+        await unreachable.close()
+    row = rig.row(message_id)
+    assert (row["state"], row["provider"], row["attempts"]) == ("pending", "gateway", 2)
+    # Its first retry waits at most base_delay (2 s), not the doubled wait of a second try.
+    assert 0 < row["send_at"] - rig.clock() < 2.0
