@@ -66,7 +66,8 @@ async def preview(cfg: Config, path: Path, out: TextIO) -> int:
             elif message.send_at is not None:
                 print(f"  later {message.rule} -> {message.to}: {message.wait_reason}", file=out)
             elif message.body is not None:
-                print(f"  send {message.rule} -> {message.to} via {message.provider} "
+                via = " -> ".join((message.provider, *message.fallbacks))
+                print(f"  send {message.rule} -> {message.to} via {via} "
                       f"({message.body.segments} seg, {message.body.encoding}): "
                       f"{shown_text(message.body)}", file=out)
         if not planned:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from structlog.testing import capture_logs
 
 from hangupsms.cli import EXIT_OK, main
@@ -305,3 +306,16 @@ async def test_the_next_provider_backs_off_from_its_own_first_attempt(rig: Rig) 
     assert (row["state"], row["provider"], row["attempts"]) == ("pending", "gateway", 2)
     # Its first retry waits at most base_delay (2 s), not the doubled wait of a second try.
     assert 0 < row["send_at"] - rig.clock() < 2.0
+
+
+def test_preview_shows_the_providers_a_message_would_go_through(tmp_path: Path) -> None:
+    fixtures = Path(__file__).parent / "fixtures" / "ami"
+    raw: Any = yaml.safe_load((fixtures / "reference.yaml").read_text(encoding="utf-8"))
+    raw["database"] = str(tmp_path / "h.db")
+    raw["providers"]["log"] = {"kind": "console"}
+    raw["rules"][1]["send"]["via"] = ["twilio", "log"]
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    out = io.StringIO()
+    assert main(["preview", "-c", str(path), str(fixtures / "h_unicode.ami")], out=out) == EXIT_OK
+    assert "send thanks -> +447700900123 via twilio -> log (" in out.getvalue()
