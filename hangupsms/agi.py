@@ -9,7 +9,8 @@ does. Written on asyncio streams: panoramisk's FastAGI server can freeze the loo
 Asterisk closes early. There is no authentication in FastAGI: bind to loopback.
 
 Paths: `tag?k=v&…` sets HANGUPSMS_K for each key; `skip` sets HANGUPSMS_SKIP=1;
-`notify?to=+44…` sets HANGUPSMS_NOTIFY.
+`notify?to=+44…` sets HANGUPSMS_NOTIFY, the numbers (comma-separated) a rule with
+`to: notify` texts (see `planner`).
 """
 
 from __future__ import annotations

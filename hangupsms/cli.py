@@ -133,6 +133,9 @@ def check(cfg: Config, out: TextIO) -> int:
     print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cfg.providers.items())}",
           file=out)
     print(f"  rules: {', '.join(r.name for r in cfg.rules)}", file=out)
+    for rule in cfg.rules:
+        if len(rule.send.via) > 1:
+            print(f"    {rule.name} via {' -> '.join(rule.send.via)} (failover order)", file=out)
     policycli.print_policy(cfg, out)
     renderer = Renderer.from_config(cfg)
     context = worst_case_context(cfg)
@@ -205,7 +208,8 @@ async def _history(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
             code = f" {row.error_code}" if row.error_code else ""
             why += f", {row.delivery}{code}"
         print(f"{_local(row.created_at, tz)} {row.pbx}/{row.linkedid} {row.rule} -> "
-              f"{row.to_number} [{row.state}{why}] attempts={row.attempts} {row.body or ''}",
+              f"{row.to_number} [{row.state}{why}] via {row.provider} attempts={row.attempts} "
+              f"{row.body or ''}",
               file=out)
         for attempt in attempts[row.id]:
             code = f" {attempt.error_code}" if attempt.error_code else ""

@@ -78,7 +78,8 @@ def _print_planned(message: PlannedMessage, incident: Incident | None, out: Text
         body = message.body
         if incident is not None:  # the sender adds it right before the send
             body = measure(with_incident(shown_text(body), incident.text, incident.replace))
-        print(f"  send {message.rule} -> {message.to} via {message.provider} "
+        via = " -> ".join((message.provider, *message.fallbacks))
+        print(f"  send {message.rule} -> {message.to} via {via} "
               f"({body.segments} seg, {body.encoding}): {shown_text(body)}", file=out)
 
 

@@ -93,7 +93,7 @@ SEND_KEYS = ("template", "to", "via", "delay", "after", "at", "expires_after",
              "cancel_if_answered", "caps")
 SEND_REQUIRED = ("template", "to", "via")
 WINDOW_REQUIRED = ("from", "to")
-_RECIPIENTS = ("customer", "agent")
+_RECIPIENTS = ("customer", "agent", "notify")
 
 
 def _keys(cls: type[DataclassInstance]) -> tuple[str, ...]:
@@ -341,7 +341,7 @@ def _rules(reader: NodeReader, at: At, targets: _Targets) -> tuple[Rule, ...]:
 def _send(reader: NodeReader, at: At, targets: _Targets, *, default_cancel: bool) -> RuleSend:
     nodes = reader.mapping(at, SEND_KEYS, SEND_REQUIRED)
     template = reader.choice(nodes["template"], tuple(targets.templates), "template")
-    via = reader.choice(nodes["via"], tuple(targets.providers), "provider")
+    via = _via(reader, nodes["via"], targets.providers)
     to = reader.text(nodes["to"])
     if to not in _RECIPIENTS:
         to = _number(reader, nodes["to"], targets.phone)
@@ -359,6 +359,20 @@ def _send(reader: NodeReader, at: At, targets: _Targets, *, default_cancel: bool
         else reader.flag(cancel),
         caps=caps(reader, nodes["caps"]) if "caps" in nodes else (),
     )
+
+
+def _via(reader: NodeReader, at: At, providers: Mapping[str, ProviderConfig]) -> tuple[str, ...]:
+    """One provider name, or a list of them in failover order."""
+    items = reader.items(at)
+    if not items:
+        raise reader.error(at, "the list is empty: name at least one provider")
+    names: list[str] = []
+    for item in items:
+        name = reader.choice(item, tuple(providers), "provider")
+        if name in names:
+            raise reader.error(item, f"provider '{name}' is named twice")
+        names.append(name)
+    return tuple(names)
 
 
 def _when(reader: NodeReader, at: At) -> RuleMatch:

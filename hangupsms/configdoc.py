@@ -306,8 +306,8 @@ def sections() -> tuple[Section, ...]:
     phone = keys_of(PhoneConfig, bounds=PHONE_BOUNDS, overrides={
         "default_region": region, "allowed_regions": one_or_list(region),
         "number_check": choice("valid", "possible")})
-    send_to = Shape({"anyOf": [{"enum": ["customer", "agent"]}, TEXT]},
-                    "`customer` \\| `agent` \\| a number")
+    send_to = Shape({"anyOf": [{"enum": ["customer", "agent", "notify"]}, TEXT]},
+                    "`customer` \\| `agent` \\| `notify` \\| a number")
     return (
         Section("top", "", docstring(Config), _top_keys(), TOP_REQUIRED),
         Section("pbx", "pbx[]", docstring(PbxConfig), keys_of(
@@ -357,12 +357,26 @@ CLOCK = Shape({"type": ["string", "integer"], "pattern": r"^\s*\d{1,2}:\d{2}\s*$
 
 
 def _send_keys(send_to: Shape) -> tuple[Key, ...]:
+    via = Shape({"anyOf": [TEXT, {"type": "array", "items": TEXT, "minItems": 1,
+                                  "uniqueItems": True}]},
+                "provider name or a list of them (failover order)")
     keys = keys_of(RuleSend, overrides={
-        "to": send_to, "delay": DURATION, "at": CLOCK, "expires_after": DURATION,
+        "to": send_to, "via": via, "delay": DURATION, "at": CLOCK, "expires_after": DURATION,
         "caps": one_or_list(section_ref("cap", "cap"))},
         defaults={"delay": "none", "at": "—", "expires_after": "never", "caps": "none",
                   "cancel_if_answered": "`true` for rules on unanswered calls to the customer"},
-        docs={"delay": "wait this long after the call (`after` is the same key)",
+        docs={"to": "who gets it: `customer` (the external party), `agent` (its `mobile` "
+                    "under `agents:`), `notify` (the numbers the dialplan gave in "
+                    "HANGUPSMS_NOTIFY, e.g. FastAGI `notify?to=…`, comma-separated, at most 3; "
+                    "none or not textable: recorded as skipped with the reason) or a fixed "
+                    "number",
+              "via": "the first sends; the next takes over only when the one before it "
+                     "refused the message for its own reason (credentials, account, sender "
+                     "number, region permission), spent its retry budget on throttling or "
+                     "transient errors, or is not configured. Never after a rejection for "
+                     "the recipient (opted out, invalid number) nor after an ambiguous send "
+                     "its lookup has not proved absent (README: Failover)",
+              "delay": "wait this long after the call (`after` is the same key)",
               "at": "then move to the next such time, recipient time",
               "expires_after": "drop a message not sent this long after it was first due",
               "cancel_if_answered": "cancel it while waiting when a later call with the same "

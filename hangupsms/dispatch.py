@@ -165,10 +165,11 @@ class Dispatcher:
             await self._bury(message, reason, bound, outcome="expired")
             return
         if provider is None:
-            await self._store.finish(
-                message.id, MessageState.FAILED, self._clock(), outcome="no_provider",
-                reason=f"provider {message.provider!r} is not configured",
-            )
+            reason = f"provider {message.provider!r} is not configured"
+            if await self._fail_over(message, reason, bound):
+                return
+            await self._store.finish(message.id, MessageState.FAILED, self._clock(),
+                                     outcome="no_provider", reason=reason)
             bound.error("sms.failed", reason="provider not configured")
             return
         if self.gate is not None:
@@ -198,10 +199,8 @@ class Dispatcher:
             await self._store.finish(message.id, MessageState.SENT, now, outcome=status.value,
                                      provider_id=result.provider_id)
             bound.info("sms.sent", provider_id=result.provider_id)
-        elif status is SendStatus.REJECTED:
-            await self._store.finish(message.id, MessageState.FAILED, now, outcome=status.value,
-                                     reason=result.detail, error_code=result.error_code)
-            bound.warning("sms.failed", error_code=result.error_code, reason=result.detail)
+        elif status in (SendStatus.REJECTED, SendStatus.REFUSED):
+            await self._fail(message, result, bound)
         elif status is SendStatus.AMBIGUOUS:
             # The provider may have accepted it: a resend could text the customer twice, so
             # its records are checked first, once they have settled.
@@ -216,6 +215,23 @@ class Dispatcher:
         else:
             await self._retry_later(message, result, policy, bound)
 
+    async def _fail(
+        self, message: OutboundMessage, result: SendResult, bound: structlog.BoundLogger
+    ) -> None:
+        """REFUSED (the provider's own reason) goes to the rule's next provider, if any.
+
+        REJECTED (the message or its recipient: opted out, invalid number) is never tried
+        elsewhere: another provider would text the same person.
+        """
+        if result.status is SendStatus.REFUSED and await self._fail_over(
+            message, f"refused: {result.detail}", bound, error_code=result.error_code
+        ):
+            return
+        await self._store.finish(message.id, MessageState.FAILED, self._clock(),
+                                 outcome=result.status.value, reason=result.detail,
+                                 error_code=result.error_code)
+        bound.warning("sms.failed", error_code=result.error_code, reason=result.detail)
+
     async def _retry_later(
         self, message: OutboundMessage, result: SendResult, policy: RetryPolicy,
         bound: structlog.BoundLogger,
@@ -228,9 +244,9 @@ class Dispatcher:
         elif status is SendStatus.THROTTLED:
             delay = policy.throttle_delay
         else:
-            delay = policy.backoff(message.attempts, self._rng)
+            delay = policy.backoff(message.provider_attempts, self._rng)
         deadline = policy.deadline(message)
-        if message.attempts >= policy.max_attempts:
+        if message.provider_attempts >= policy.max_attempts:
             reason = f"retry budget of {policy.max_attempts} attempts spent: {result.detail}"
         elif deadline is not None and now + delay > deadline:
             reason = f"next try would pass max_age {policy.max_age:g}s: {result.detail}"
@@ -241,8 +257,28 @@ class Dispatcher:
             )
             bound.info("sms.retry_scheduled", status=status.value, delay=round(delay, 2))
             return
+        # This provider cannot take it (in time): the next one sends it now, if any.
+        if await self._fail_over(message, reason, bound, error_code=result.error_code):
+            return
         await self._bury(message, reason, bound, outcome=status.value,
                          error_code=result.error_code)
+
+    async def _fail_over(
+        self, message: OutboundMessage, reason: str, bound: structlog.BoundLogger, *,
+        error_code: str | None = None,
+    ) -> bool:
+        """Hand a `sending` message to the rule's next provider; False when it has none.
+
+        Never for an ambiguous send: the provider may have taken it (see `recovery`).
+        """
+        if not message.fallbacks:
+            return False
+        if await self._store.fail_over(message, self._clock(), from_state=MessageState.SENDING,
+                                       outcome="failover", reason=reason, error_code=error_code):
+            bound.warning("sms.failover", next_provider=message.fallbacks[0], reason=reason)
+        else:
+            bound.error("outbox.state_conflict", expected="sending", outcome="failover")
+        return True
 
     async def _bury(
         self, message: OutboundMessage, reason: str, bound: structlog.BoundLogger, *,

@@ -162,12 +162,13 @@ class PlannedMessage:
     """
 
     rule: str
-    recipient: str  # "customer", "agent" or the configured fixed number
+    recipient: str  # "customer", "agent", "notify" or the configured fixed number
     to: str  # E.164, or the raw value when it could not be read
     provider: str
     template: str
     body: RenderedText | None
     skip_reason: str | None = None
+    fallbacks: tuple[str, ...] = ()  # the rule's other providers, in order (failover)
     category: str = "service"
     priority: int = 0
     region: str | None = None  # the recipient number's region
@@ -191,11 +192,21 @@ class OutboundMessage:
     rule: str
     attempts: int = 0
     created_at: float | None = None  # epoch seconds the message was stored (max age)
+    fallbacks: tuple[str, ...] = ()  # providers still to try after `provider`, in order
+    attempts_before: int = 0  # of `attempts`, those made through earlier providers
+
+    @property
+    def provider_attempts(self) -> int:
+        """Sends through the current provider: what its retry budget counts."""
+        return self.attempts - self.attempts_before
 
 
 class SendStatus(enum.StrEnum):
     ACCEPTED = "accepted"  # the provider took it
-    REJECTED = "rejected"  # never retry (invalid number, opted out, region not permitted, 4xx)
+    REJECTED = "rejected"  # the message or its recipient (invalid number, opted out): never retry
+    # The provider will not send for us (credentials, account, sender, its region permission):
+    # never retried with it, but the rule's next provider may send it.
+    REFUSED = "refused"
     THROTTLED = "throttled"  # retry after `retry_after`
     TRANSIENT = "transient"  # did not reach the provider: safe to retry
     AMBIGUOUS = "ambiguous"  # may have reached the provider: look up before any resend

@@ -91,9 +91,10 @@ class CallPipeline:
     async def restore(self, now: float) -> None:
         """Resume the calls a previous run was following, from the journal.
 
-        (On a first start, also fix where the CDR database is read from.) Their ends may have come while nobody listened: each tracker is told the link was
+        Their ends may have come while nobody listened: each tracker is told the link was
         down, so the first channel list after login finishes those that Asterisk no longer
-        has. A call that was already recorded is recorded once (the key is unique).
+        has. A call that was already recorded is recorded once (the key is unique). On a
+        first start, this also fixes where the CDR database is read from (cdrrecovery).
         """
         await self.cdr.start()
         if self.journal is None:

@@ -14,6 +14,8 @@ from hangupsms.render import Renderer, RenderError, call_context, clean_text
 from hangupsms.rules import select
 
 SKIPPED_BY_DIALPLAN = "the dialplan asked not to text this call (HANGUPSMS_SKIP)"
+NOTIFY_VARIABLE = "HANGUPSMS_NOTIFY"  # `notify?to=…` over FastAGI, or Set() in the dialplan
+MAX_NOTIFY = 3  # numbers one call may have texted through `to: notify`
 _SHOWN_RAW = 40  # characters of a caller-supplied number quoted in a skip reason
 
 
@@ -35,7 +37,8 @@ def plan(
     planned = [
         prepare(message, rule, cfg, at)
         for rule in rules
-        for message in [_plan_rule(rule, call, cfg, customer, renderer, context)]
+        for to, problem in _targets(rule.send.to, call, cfg, customer)
+        for message in [_plan_rule(rule, to, problem, customer, renderer, context)]
     ]
     if call.variables.get("HANGUPSMS_SKIP"):
         # The dialplan said so (AGI /skip or Set(HANGUPSMS_SKIP=1)): record, never send.
@@ -46,13 +49,12 @@ def plan(
 
 def _plan_rule(
     rule: Rule,
-    call: CompletedCall,
-    cfg: Config,
+    to: str,
+    recipient_problem: str | None,
     customer: NumberCheck,
     renderer: Renderer,
     context: Mapping[str, object],
 ) -> PlannedMessage:
-    to, recipient_problem = _recipient(rule.send.to, call, cfg, customer)
     body: RenderedText | None = None
     render_problem: str | None = None
     try:
@@ -63,12 +65,45 @@ def _plan_rule(
         rule=rule.name,
         recipient=rule.send.to,
         to=to,
-        provider=rule.send.via,
+        provider=rule.send.via[0],
+        fallbacks=rule.send.via[1:],
         template=rule.send.template,
         body=body,
         skip_reason=recipient_problem or render_problem,
         region=customer.region if rule.send.to == "customer" else region_of(to) if to else None,
     )
+
+
+def _targets(
+    target: str, call: CompletedCall, cfg: Config, customer: NumberCheck
+) -> list[tuple[str, str | None]]:
+    """Each number to text for `target`, with why it cannot be texted (None when it can)."""
+    if target == "notify":
+        return _notify_targets(call.variables.get(NOTIFY_VARIABLE, ""), cfg)
+    return [_recipient(target, call, cfg, customer)]
+
+
+def _notify_targets(raw: str, cfg: Config) -> list[tuple[str, str | None]]:
+    """The numbers the dialplan gave (comma-separated), each checked like a customer's."""
+    numbers = list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if not numbers:
+        return [("", f"no number to notify from the dialplan ({NOTIFY_VARIABLE})")]
+    targets: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for number in numbers:
+        check = check_number(number, cfg.phone)
+        shown = clean_text(number, _SHOWN_RAW)
+        to = check.e164 or shown
+        if to in seen:
+            continue  # the same number written twice: one message
+        seen.add(to)
+        if len(targets) >= MAX_NOTIFY:
+            targets.append((to, f"more than {MAX_NOTIFY} numbers to notify; '{shown}' not texted"))
+        elif not check.ok or check.e164 is None:
+            targets.append((to, f"number to notify '{shown}' is not textable: {check.reason}"))
+        else:
+            targets.append((to, None))
+    return targets
 
 
 def _recipient(

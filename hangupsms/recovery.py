@@ -101,10 +101,13 @@ class LookupResolver:
     ) -> None:
         message, now = claim.message, self._clock()
         deadline = policy.deadline(message)
-        if message.attempts >= policy.max_attempts:
-            reason = f"not accepted; retry budget of {policy.max_attempts} attempts spent"
-        elif deadline is not None and now >= deadline:
+        if deadline is not None and now >= deadline:
             reason = f"not accepted; older than max_age {policy.max_age:g}s"
+        elif message.provider_attempts >= policy.max_attempts:
+            reason = f"not accepted; retry budget of {policy.max_attempts} attempts spent"
+            # Proved absent, so the rule's next provider cannot make it a double text.
+            if await self._fail_over(claim, reason, bound):
+                return
         else:
             if await self._finish(claim, MessageState.PENDING, bound, outcome="lookup_not_found",
                                   reason=result.detail, send_at=now):
@@ -114,6 +117,20 @@ class LookupResolver:
                               reason=reason):
             self.dead += 1
             bound.error("sms.dead", reason=reason)
+
+    async def _fail_over(
+        self, claim: LookupClaim, reason: str, bound: structlog.BoundLogger
+    ) -> bool:
+        """Hand a `checking` message to the rule's next provider; False when it has none."""
+        message = claim.message
+        if not message.fallbacks:
+            return False
+        if await self._store.fail_over(message, self._clock(), from_state=MessageState.CHECKING,
+                                       outcome="failover", reason=reason):
+            bound.warning("sms.failover", next_provider=message.fallbacks[0], reason=reason)
+        else:
+            bound.error("outbox.state_conflict", expected="checking", outcome="failover")
+        return True
 
     async def _inconclusive(
         self, claim: LookupClaim, result: LookupResult, policy: RetryPolicy,

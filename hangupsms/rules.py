@@ -20,9 +20,9 @@ def select(
     """The rules that fire for `call`, in configuration order.
 
     A rule is skipped when an earlier matching rule already sends to the same recipient
-    (`customer`, `agent`, or one fixed number). `customer_e164` is the customer's number in
-    E.164 when it could be read; `customer_number` patterns are searched in it and in the
-    raw number. A call evicted without a proper end never matches: its facts are incomplete.
+    (`customer`, `agent`, `notify`, or one fixed number). `customer_e164` is the customer's
+    number in E.164 when it could be read; `customer_number` patterns are searched in it and
+    in the raw number. A call evicted without a proper end never matches: its facts are incomplete.
     """
     if call.end_reason is EndReason.EVICTED:
         return []

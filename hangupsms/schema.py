@@ -208,5 +208,13 @@ MIGRATIONS: tuple[str, ...] = (
         slots TEXT NOT NULL
     )
     """,
+    # Provider failover. `fallbacks`: the providers still to try after `provider`, in the
+    # rule's order (a JSON list); a failover moves the first of them into `provider`.
+    # `attempts_before`: the sends made through earlier providers, so that each provider's
+    # retry budget counts its own attempts.
+    """
+    ALTER TABLE messages ADD COLUMN fallbacks TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE messages ADD COLUMN attempts_before INTEGER NOT NULL DEFAULT 0
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

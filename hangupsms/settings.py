@@ -199,8 +199,12 @@ class RuleSend:
     """
 
     template: str  # a name under `templates:`
-    to: str  # "customer" | "agent" | an E.164 number
-    via: str  # a name under `providers:`
+    # "customer" | "agent" | "notify" (the numbers the dialplan gave in HANGUPSMS_NOTIFY,
+    # comma-separated, at most 3) | an E.164 number
+    to: str
+    # Names under `providers:`, in order: the first sends; a later one only when those
+    # before it refused the message, spent their retry budget or are not configured.
+    via: tuple[str, ...]
     delay: float = 0.0  # seconds
     at: int | None = None  # minutes after midnight, recipient time
     expires_after: float | None = None  # seconds

@@ -176,7 +176,7 @@ class Store:
                 "INSERT OR IGNORE INTO messages (call_id, rule, recipient, to_number, provider,"
                 " template, body, encoding, segments, state, reason, send_at, created_at,"
                 " updated_at, category, priority, region, expires_at, cost, cancel_if_answered,"
-                " due_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " due_from, fallbacks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_message_row(call_id, message, now) for message in planned],
             )
             # The deferral stays in the message's history after it is sent.
@@ -200,7 +200,7 @@ class Store:
                 " WHERE id IN (SELECT id FROM messages WHERE state IN ('pending', 'deferred')"
                 " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
                 " RETURNING id, to_number, body, provider, call_id, rule, attempts,"
-                " COALESCE(due_from, created_at) AS created_at",
+                " COALESCE(due_from, created_at) AS created_at, fallbacks, attempts_before",
                 (now, now, now, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
@@ -217,7 +217,7 @@ class Store:
                 " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
                 " RETURNING id, to_number, body, provider, call_id, rule, attempts,"
                 " COALESCE(due_from, created_at) AS created_at, attempt_started_at,"
-                " settle_from, lookups",
+                " settle_from, lookups, fallbacks, attempts_before",
                 (now, now, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
@@ -275,6 +275,26 @@ class Store:
             " lookups = 0",
             (reason, error_code, lookup_at, now), outcome=outcome, error_code=error_code,
             detail=reason,
+        )
+
+    async def fail_over(
+        self, message: OutboundMessage, now: float, *, from_state: MessageState, outcome: str,
+        reason: str, error_code: str | None = None,
+    ) -> bool:
+        """Hand `message` to its next provider, due now, with a fresh retry budget.
+
+        False (nothing written) when it has no next provider or was not in `from_state`.
+        """
+        if not message.fallbacks:
+            return False
+        following, *rest = message.fallbacks
+        return await self._transition(
+            message.id, now, from_state.value,
+            "state = 'pending', provider = ?, fallbacks = ?, attempts_before = attempts,"
+            " reason = ?, error_code = ?, send_at = ?, settle_from = NULL, lookups = 0",
+            (following, json.dumps(rest), reason, error_code, now),
+            outcome=outcome, error_code=error_code,
+            detail=f"{message.provider} -> {following}: {reason}",
         )
 
     async def finish_lookup(
@@ -507,7 +527,8 @@ def _outbound(row: sqlite3.Row, calls: dict[int, tuple[str, str]]) -> OutboundMe
     return OutboundMessage(
         id=row["id"], to=row["to_number"], body=row["body"] or "", provider=row["provider"],
         call_pbx=pbx, call_linkedid=linkedid, rule=row["rule"], attempts=row["attempts"],
-        created_at=row["created_at"],
+        created_at=row["created_at"], fallbacks=tuple(json.loads(row["fallbacks"])),
+        attempts_before=row["attempts_before"],
     )
 
 
@@ -546,5 +567,5 @@ def _message_row(call_id: int | None, message: PlannedMessage, now: float) -> tu
         message.template, body.text if body else None, body.encoding.value if body else None,
         body.segments if body else None, state.value, reason, due, now, now,
         message.category, message.priority, message.region, message.expires_at, message.cost,
-        int(message.cancel_if_answered), due,
+        int(message.cancel_if_answered), due, json.dumps(list(message.fallbacks)),
     )

@@ -54,12 +54,16 @@ class Rig:
             clock=self.clock, rng=random.Random(7), on_progress=on_progress,
         )
 
-    async def add_message(self, *, to: str = TO, body: str = BODY) -> int:
-        """Record a call with one pending message (created now); its message id."""
+    async def add_message(
+        self, *, to: str = TO, body: str = BODY, fallbacks: tuple[str, ...] = ()
+    ) -> int:
+        """Record a call with one pending message (created now) via twilio, then `fallbacks`;
+        its message id."""
         self.calls += 1
         linkedid = f"1796400000.{self.calls}"
         text = RenderedText(body, Encoding.UCS2, 1)
-        planned = [PlannedMessage("thanks", "customer", to, "twilio", "thanks", text)]
+        planned = [PlannedMessage("thanks", "customer", to, "twilio", "thanks", text,
+                                  fallbacks=fallbacks)]
         assert await self.store.record_call(_call(linkedid, to), to, planned, self.clock())
         rows = await self.store.history(linkedid=linkedid)
         return rows[0].id

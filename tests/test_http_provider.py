@@ -238,12 +238,14 @@ async def test_a_long_answer_is_cut_in_the_detail(gateway: FakeGateway) -> None:
 @pytest.mark.parametrize(("status", "success", "expected"), [
     (201, None, SendStatus.ACCEPTED),
     (400, None, SendStatus.REJECTED),
-    (401, None, SendStatus.REJECTED),
+    (422, None, SendStatus.REJECTED),
+    (401, None, SendStatus.REFUSED),
+    (404, None, SendStatus.REFUSED),
     (500, None, SendStatus.AMBIGUOUS),
     (503, None, SendStatus.AMBIGUOUS),
     (202, [200], SendStatus.REJECTED),
     (202, [200, 202], SendStatus.ACCEPTED),
-    (302, None, SendStatus.REJECTED),
+    (302, None, SendStatus.REFUSED),
 ])
 async def test_each_status_maps_to_one_error_class(
     gateway: FakeGateway, status: int, success: list[int] | None, expected: SendStatus

@@ -45,7 +45,7 @@ CALL = CompletedCall(
 
 def rule(name: str, to: str = "customer", **when: object) -> Rule:
     match = RuleMatch(**when)  # type: ignore[arg-type]
-    return Rule(name, match, RuleSend(template="t", to=to, via="p"))
+    return Rule(name, match, RuleSend(template="t", to=to, via=("p",)))
 
 
 def names(rules: list[Rule]) -> list[str]:

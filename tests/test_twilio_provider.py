@@ -82,7 +82,9 @@ async def test_messaging_service_sid_replaces_from(fake: FakeTwilio) -> None:
     [
         (Scripted(status=400, code=21610), SendStatus.REJECTED, "21610"),
         (Scripted(status=400, code=21211), SendStatus.REJECTED, "21211"),
-        (Scripted(status=400, code=21408), SendStatus.REJECTED, "21408"),
+        (Scripted(status=400, code=21614), SendStatus.REJECTED, "21614"),
+        (Scripted(status=400, code=21408), SendStatus.REFUSED, "21408"),
+        (Scripted(status=400, code=21606), SendStatus.REFUSED, "21606"),
         (Scripted(status=500, code=None), SendStatus.AMBIGUOUS, "500"),
         (Scripted(status=503, code=None), SendStatus.AMBIGUOUS, "503"),
         (Scripted(status=429, code=20429, headers={"Retry-After": "7"}), SendStatus.THROTTLED,
@@ -128,14 +130,14 @@ async def test_connection_refused_is_transient(fake: FakeTwilio) -> None:
     assert result.status is SendStatus.TRANSIENT
 
 
-async def test_wrong_credentials_are_rejected_not_retried(fake: FakeTwilio) -> None:
+async def test_wrong_credentials_are_refused_for_the_next_provider(fake: FakeTwilio) -> None:
     fake.auth_token = "other"
     provider = _provider(fake)
     try:
         result = await provider.send(_message())
     finally:
         await provider.close()
-    assert result.status is SendStatus.REJECTED
+    assert result.status is SendStatus.REFUSED
     assert result.error_code == "20003"
 
 

@@ -31,6 +31,10 @@ from hangupsms.render import sandbox
 MAX_ANSWER = 65536  # bytes of an answer read: a status and an id are near the start
 DETAIL_CHARS = 200  # of the gateway's answer kept in a result's detail
 _MISSING = object()
+# Answers about us, not the message: credentials refused (401, 403, 407), the URL or method
+# wrong (404, 405), or a redirect we never follow. REFUSED, so the rule's next provider may
+# send it; any other 4xx (or a success_json_path that says no) is about the message: REJECTED.
+REFUSING_STATUS = frozenset({401, 403, 404, 405, 407})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,8 @@ class HttpGatewayProvider:
         try:
             request = self.render(message)
         except TemplateError as exc:
-            return SendResult(SendStatus.REJECTED, detail=f"template failed: {exc}")
+            # Our configuration of this gateway is at fault, not the message.
+            return SendResult(SendStatus.REFUSED, detail=f"template failed: {exc}")
         outcome: GatewayAnswer | Exception
         try:
             async with asyncio.timeout(self._cfg.timeout):
@@ -156,6 +161,8 @@ def classify(outcome: GatewayAnswer | Exception, cfg: ProviderConfig) -> SendRes
     if status >= 500:
         # The request reached the gateway; whether it sent the message is unknown.
         return SendResult(SendStatus.AMBIGUOUS, error_code=code, detail=detail)
+    if status in REFUSING_STATUS or 300 <= status < 400:
+        return SendResult(SendStatus.REFUSED, error_code=code, detail=detail)
     return SendResult(SendStatus.REJECTED, error_code=code, detail=detail)
 
 

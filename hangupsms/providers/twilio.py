@@ -24,9 +24,14 @@ from hangupsms.models import (
     SendStatus,
 )
 
-# Error codes that can never succeed on retry (https://www.twilio.com/docs/api/errors):
-# 21211 invalid 'To', 21610 recipient replied STOP, 21408 region not enabled, 21614 not mobile.
-NEVER_RETRY = frozenset({21211, 21610, 21408, 21614, 21612})
+# Rejections for our account's sake, not the recipient's (https://www.twilio.com/docs/api/
+# errors): 20003 authentication failed, 20005 account not active, 20404 no such account or
+# resource, 21408 the account has no permission for the 'To' region, 21606 and 21659 our
+# 'From' cannot send, 21608 a trial account's unverified 'To', 21611 our 'From' queue is
+# full. They are REFUSED: the rule's next provider may send the message. Every other 4xx
+# (21211 invalid 'To', 21610 the recipient replied STOP, 21614 not a mobile, 21612 not
+# reachable, ...) is about the message or its recipient: REJECTED, never tried elsewhere.
+ACCOUNT_CODES = frozenset({20003, 20005, 20404, 21408, 21606, 21608, 21611, 21659})
 THROTTLE_CODES = frozenset({20429, 14107})
 LOOKUP_LIMIT = 100  # messages to one number per listing; more and absence cannot be proved
 
@@ -215,6 +220,8 @@ def classify_rest_error(
     if status >= 500:
         # The request reached Twilio; whether it created the message is unknown.
         return SendResult(SendStatus.AMBIGUOUS, error_code=code_text, detail=detail)
+    if status in (401, 403) or (code is not None and code in ACCOUNT_CODES):
+        return SendResult(SendStatus.REFUSED, error_code=code_text, detail=detail)
     return SendResult(SendStatus.REJECTED, error_code=code_text, detail=detail)
 
 
