@@ -177,6 +177,8 @@ class Dispatcher:
             if decision.verdict is not Verdict.SEND_NOW:
                 self._on_progress()
                 return
+        # Committed before the request: after a crash, only this message needs a lookup.
+        await self._store.begin_request(message.id, self._clock())
         started = time.monotonic()
         try:
             result = await provider.send(message)

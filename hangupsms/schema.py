@@ -216,5 +216,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN fallbacks TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE messages ADD COLUMN attempts_before INTEGER NOT NULL DEFAULT 0
     """,
+    # When the request of the latest attempt was about to go out. The sender claims a batch
+    # (`sending`) and sends its messages one by one: after a crash, a claimed message whose
+    # request never started is provably unsent and goes back to `pending`; only the one in
+    # flight needs the provider's lookup. 0: claimed, not started; NULL (rows of older
+    # versions): unknown, so looked up.
+    """
+    ALTER TABLE messages ADD COLUMN request_started_at REAL
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -196,7 +196,8 @@ class Store:
         async with self.transaction() as db:
             async with db.execute(
                 "UPDATE messages SET state = 'sending', attempts = attempts + 1,"
-                " attempt_started_at = ?, settle_from = NULL, lookups = 0, updated_at = ?"
+                " attempt_started_at = ?, settle_from = NULL, lookups = 0, updated_at = ?,"
+                " request_started_at = 0"
                 " WHERE id IN (SELECT id FROM messages WHERE state IN ('pending', 'deferred')"
                 " AND send_at <= ? ORDER BY send_at, id LIMIT ?)"
                 " RETURNING id, to_number, body, provider, call_id, rule, attempts,"
@@ -380,6 +381,12 @@ class Store:
                 [(now, message_id) for message_id in message_ids],
             )
 
+    async def begin_request(self, message_id: int, now: float) -> None:
+        """The request for a claimed message is about to go out (committed before it does)."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE messages SET request_started_at = ? WHERE id = ?"
+                             " AND state = 'sending'", (now, message_id))
+
     async def recover_interrupted(self, now: float) -> int:
         """Rows left in `sending` or `checking` by a crash: `unknown`, their lookup due now.
 
@@ -387,6 +394,12 @@ class Store:
         before a lookup proves it absent. The count of recovered rows is returned.
         """
         async with self.transaction() as db:
+            # Claimed in a batch, but the crash came before their turn: never sent.
+            unsent = await db.execute(
+                "UPDATE messages SET state = 'pending', attempts = attempts - 1, updated_at = ?"
+                " WHERE state = 'sending' AND request_started_at = 0",
+                (now,),
+            )
             await db.execute(
                 "INSERT INTO attempts (message_id, at, outcome, detail)"
                 " SELECT id, ?, 'interrupted', ? FROM messages WHERE state = 'sending'",
@@ -405,6 +418,8 @@ class Store:
                 " WHERE state = 'checking'",
                 (now, now),
             )
+        if unsent.rowcount:
+            log.info("outbox.claimed_unsent_requeued", messages=unsent.rowcount)
         return sending.rowcount + checking.rowcount
 
     async def next_due(self) -> float | None:

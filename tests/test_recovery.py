@@ -29,6 +29,7 @@ async def _post_then_crash(rig: Rig, *, reach_twilio: bool) -> int:
     """Claim the one due message, maybe POST it, then die before recording the outcome."""
     message_id = await rig.add_message()
     [claimed] = await rig.store.claim_due(rig.clock())
+    await rig.store.begin_request(claimed.id, rig.clock())  # as the sender does
     if reach_twilio:
         assert (await rig.provider.send(claimed)).status is SendStatus.ACCEPTED
     rig.clock.advance(2.0)
@@ -243,3 +244,23 @@ async def test_stop_during_lookups_leaves_the_rest_unknown_for_the_next_start(ri
     assert rig.row(second)["send_at"] <= rig.clock()  # still due: checked first next time
     assert await rig.store.counts_by_state() == {"sent": 1, "unknown": 1}
     assert rig.fake.requests == 2
+
+
+@pytest.mark.parametrize("reach_twilio", [True, False])
+async def test_a_busy_number_does_not_block_the_lookup(rig: Rig, reach_twilio: bool) -> None:
+    """150 earlier texts to the number today (a manager's alerts): more than one list page.
+
+    Twilio lists newest first, so the cut list still covers everything since the attempt:
+    ours is found, or proved absent and sent once.
+    """
+    for index in range(150):
+        rig.fake.inject(TO, f"alert {index}", from_=FROM, created=rig.clock() - 600 + index)
+    message_id = await _post_then_crash(rig, reach_twilio=reach_twilio)
+    await rig.store.recover_interrupted(rig.clock())
+    dispatcher = rig.dispatcher(lookup_settle=10.0)
+    rig.clock.advance(10.0)
+    await dispatcher.drain()
+    assert rig.row(message_id)["state"] == "sent"
+    assert [m.body for m in rig.fake.accepted].count(BODY) == 1
+    assert (await rig.outcomes(message_id))[-1] == (
+        "lookup_found" if reach_twilio else "accepted")

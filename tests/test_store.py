@@ -86,15 +86,19 @@ async def test_claim_moves_due_pending_to_sending_and_finish_records_attempt(
 
 
 async def test_rows_left_sending_by_a_crash_become_unknown_not_resent(tmp_path: Path) -> None:
+    """The message whose request had started is checked; those only claimed are requeued."""
     path = tmp_path / "h.db"
     store = await Store.open(path)
     await store.record_call(_call(), "+447700900123", _planned(), now=10.0)
-    await store.claim_due(now=10.0)
+    await store.record_call(_call("1796413068.9"), "+447700900123", _planned(), now=10.0)
+    first, second = await store.claim_due(now=10.0)
+    await store.begin_request(first.id, now=11.0)
     await store.close()
     store = await Store.open(path)
     try:
         assert await store.recover_interrupted(now=20.0) == 1
-        assert await store.claim_due(now=30.0) == []
+        [again] = await store.claim_due(now=30.0)
+        assert (again.id, again.attempts) == (second.id, 1)  # its claim was undone
         assert (await store.counts_by_state())["unknown"] == 1
     finally:
         await store.close()

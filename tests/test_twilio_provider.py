@@ -212,11 +212,23 @@ async def test_lookup_finds_a_message_still_queued_without_date_sent(
 async def test_lookup_past_its_limit_cannot_prove_absence(
     fake: FakeTwilio, clock: FakeClock
 ) -> None:
+    """More messages since the attempt than one list holds: ours may be among the rest."""
+    for second in range(3):
+        fake.inject(TO, f"Reminder {second}", from_=FROM, created=clock() - 30 + second)
+    result = await _lookup(fake, clock() - 60, lookup_limit=2)
+    assert result.status is LookupStatus.UNAVAILABLE
+    assert result.detail.startswith("more than 2 messages to this number since ")
+
+
+async def test_a_cut_list_reaching_back_before_the_attempt_proves_absence(
+    fake: FakeTwilio, clock: FakeClock
+) -> None:
+    """Twilio lists newest first: when even the cut list reaches back before the attempt,
+    everything since the attempt is in it."""
     for hour in range(3):
         fake.inject(TO, f"Reminder {hour}", from_=FROM, created=clock() - 3_600 * (hour + 1))
     result = await _lookup(fake, clock(), lookup_limit=2)
-    assert result.status is LookupStatus.UNAVAILABLE
-    assert result.detail.startswith("more than 2 messages to this number since ")
+    assert result.status is LookupStatus.NOT_FOUND
 
 
 async def test_lookup_errors_are_unavailable_not_absence(

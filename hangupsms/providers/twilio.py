@@ -127,14 +127,19 @@ class TwilioProvider:
         except (aiohttp.ClientError, OSError) as exc:
             detail = f"lookup failed: {type(exc).__name__}: {exc}"
             return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
-        if len(dated) > self._lookup_limit:
-            detail = f"more than {self._lookup_limit} messages to this number since {day}"
-            return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
         listed = {str(m.sid): _listed(m) for m in [*dated, *recent]}
-        return match_listed(
+        result = match_listed(
             message.body, since, listed.values(), exclude=exclude, from_=self._cfg.from_,
             messaging_service_sid=self._cfg.messaging_service_sid,
         )
+        if len(dated) > self._lookup_limit and result.status is not LookupStatus.FOUND:
+            # Twilio lists newest first: a cut list proves nothing about older messages,
+            # unless it already reaches back before the attempt (a busy manager's number).
+            created = [_listed(m).created for m in dated[:self._lookup_limit]]
+            if all(c is None or c >= since for c in created):
+                detail = f"more than {self._lookup_limit} messages to this number since {day}"
+                return LookupResult(LookupStatus.UNAVAILABLE, detail=detail)
+        return result
 
     async def check_account(self) -> tuple[bool, str]:
         """Fetch the account, which sends nothing: whether the credentials work, in words."""
