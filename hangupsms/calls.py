@@ -102,6 +102,8 @@ class CallTracker:
         self._heap: list[tuple[float, str]] = []  # (deadline, linkedid); stale entries skipped
         self._ttl_due = math.inf  # no call can be TTL-expired before this
         self._gap: set[str] | None = None  # calls live when the AMI connection was lost
+        # Calls that lived across a gap and have finished: kept for `refine` (CDR rows).
+        self._holey: OrderedDict[str, tuple[CallState, EndReason]] = OrderedDict()
         # Event name -> (header holding the Linkedid, handler); Cdr has none (mapped by UniqueID).
         self._routes: dict[str, tuple[str, Handler]] = {
             "Newchannel": ("Linkedid", self._on_newchannel),
@@ -216,6 +218,27 @@ class CallTracker:
         return [linkedid for linkedid in sorted(self._gap.difference(live))
                 if (call := self._calls.get(linkedid)) is not None and not call.linkedid_end]
 
+    def holey(self, linkedid: str) -> bool:
+        """Whether this finished call lived across a gap (see `refine`)."""
+        return linkedid in self._holey
+
+    def refine(self, linkedid: str, rows: Sequence[CdrRow]) -> CompletedCall | None:
+        """A finished call that lived across a gap, its facts completed from its CDR rows.
+
+        Events from the middle of such a call (who answered, the Cdr events) may have been
+        lost while nobody listened; its rows tell. None when the call is not kept (and
+        with no rows, the call as it was finished). Each call is refined once.
+        """
+        kept = self._holey.pop(linkedid, None)
+        if kept is None:
+            return None
+        call, reason = kept
+        for row in rows:
+            on_cdr(call, row.headers, 0.0)
+            for name, value in row.variables.items():
+                call.variables.setdefault(name, value)
+        return complete(call, self.pbx, reason, self._inbound, self._internal)
+
     def knows(self, linkedid: str) -> bool:
         """Whether the call is being tracked, or was finished recently."""
         return linkedid in self._calls or linkedid in self._finished
@@ -281,11 +304,14 @@ class CallTracker:
         A call that was live at the drop and is gone after the reconnect ended in the gap:
         finalise it from what was seen (its LINKEDID_END and late events are lost). A call
         whose LINKEDID_END was seen ends normally; calls that started after the reconnect
-        are not affected.
+        are not affected. Every call followed at the drop may miss events from then on: it
+        is marked, and completed from its CDR rows when it finishes (`refine`).
         """
         if event.name == DISCONNECTED_EVENT:
             if self._gap is None:  # several drops in a row: the first one counts
                 self._gap = set(self._calls)
+            for followed in self._calls.values():
+                followed.holey = True  # events from now until the reconnect are lost
             return
         if event.name != CHANNELS_EVENT or self._gap is None:
             return
@@ -337,6 +363,10 @@ class CallTracker:
         self._finished[linkedid] = None
         if len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
+        if call.holey:
+            self._holey[linkedid] = (call, reason)
+            if len(self._holey) > FINISHED_MEMORY:
+                self._holey.popitem(last=False)
         return complete(call, self.pbx, reason, self._inbound, self._internal)
 
     def _evict(self, call: CallState, why: str, now: float) -> CompletedCall:

@@ -42,6 +42,7 @@ class CallState:
         "ended_at",
         "hangups",
         "hold_time",
+        "holey",
         "last_agent",
         "last_ts",
         "linkedid",
@@ -76,6 +77,7 @@ class CallState:
         self.live = 0
         self.hangups = 0
         self.cdrs = 0
+        self.holey = False  # followed when the AMI link dropped: some events may be missing
         # (UniqueID, DestinationChannel, StartTime) of the CDRs applied
         self.cdr_keys: set[tuple[str, str, str]] = set()
         self.cel_seen = False

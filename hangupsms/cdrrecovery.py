@@ -12,7 +12,8 @@ is waiting for are still up). Three kinds of call are looked after:
   names it and its CDR rows are there.
 
 Which rows are new is kept as a cursor (the CDR table's rowid) in the database, so a
-restart looks at everything written since the previous run's last look. On the first run
+restart looks at everything written since the previous run's last look; it only passes a
+row once that row's call is recorded. On the first run
 the cursor starts at the end, before the first login: older CDRs are history, not calls
 to text now. A call that
 is recorded already, or followed now, is never rebuilt; recording is keyed by Linkedid,
@@ -66,6 +67,18 @@ class CdrRecovery:
         """Calls of `pbx` still up whose start was missed (a channel list is due for them)."""
         return len(self._orphans.get(pbx, {}))
 
+    async def rows_for(self, pbx: str, linkedids: Collection[str]) -> list[CdrRow]:
+        """The CDR rows of these calls; none without a CDR database or when it is unreadable."""
+        source = self._sources.get(pbx)
+        if source is None:
+            return []
+        try:
+            return await source.rows_for(linkedids)
+        except CdrError as exc:
+            log.warning("cdr.unreadable", pbx=pbx, error=str(exc),
+                        effect="a call that lived across a gap keeps what was seen")
+            return []
+
     async def complete_gap(self, tracker: CallTracker, live: Collection[str]) -> None:
         """Before a channel list is fed: CDR rows for the calls it will end in the gap."""
         source = self._sources.get(tracker.pbx)
@@ -108,8 +121,8 @@ class CdrRecovery:
         # A call up now that nobody follows lost its first events: it is looked after until
         # it ends, CDR rows or not yet (they are written as its legs end).
         candidates = ({row.linkedid for row in new_rows} | set(orphans) | live) - {""}
-        candidates = {c for c in candidates if not tracker.knows(c)}
-        candidates -= await self._recorded(pbx, candidates)
+        recorded = await self._recorded(pbx, candidates)
+        candidates = {c for c in candidates if not tracker.knows(c)} - recorded
         for linkedid in candidates & live:
             orphans.setdefault(linkedid, now)
         ended = candidates - live
@@ -127,8 +140,13 @@ class CdrRecovery:
             if call is not None:
                 calls.append(call)
         self._forget_stale(pbx, now, tracker.settings.call_ttl)
-        if latest > cursor:
-            await self._set_cursor(pbx, latest)
+        # The cursor passes a row only once its call is recorded: a call followed now (or
+        # rebuilt now) may still die with this process, unrecorded and unjournaled.
+        unrecorded = [row.rowid for row in new_rows
+                      if row.linkedid and row.linkedid not in recorded]
+        settled = min(unrecorded) - 1 if unrecorded else latest
+        if settled > cursor:
+            await self._set_cursor(pbx, settled)
         if calls or orphans:
             log.warning("cdr.missed_calls", pbx=pbx, rebuilt=len(calls), still_up=len(orphans))
         return calls

@@ -13,7 +13,12 @@ from hangupsms.cdrsource import SqliteCdrSource
 from hangupsms.config import Config
 from hangupsms.journal import Journal
 from hangupsms.logs import mask_number
-from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent, CompletedCall
+from hangupsms.models import (
+    CHANNELS_EVENT,
+    DISCONNECTED_EVENT,
+    AmiEvent,
+    CompletedCall,
+)
 from hangupsms.phone import check_number
 from hangupsms.planner import plan
 from hangupsms.policy import suppress
@@ -127,10 +132,23 @@ class CallPipeline:
         """How far ahead an ended call may still be waiting for late events."""
         return max((max(p.end_grace, p.no_cel_grace) for p in self.cfg.pbx), default=0.0)
 
+    async def _refined(self, calls: list[CompletedCall]) -> list[CompletedCall]:
+        """Calls that lived across a gap, completed from their CDR rows where there is a CDR
+        database (see CallTracker.refine); the others as they are."""
+        out: list[CompletedCall] = []
+        for call in calls:
+            tracker = self._trackers.get(call.pbx)
+            if tracker is None or not tracker.holey(call.linkedid):
+                out.append(call)
+                continue
+            rows = await self.cdr.rows_for(call.pbx, [call.linkedid])
+            out.append(tracker.refine(call.linkedid, rows) or call)
+        return out
+
     async def record(self, calls: Iterable[CompletedCall]) -> None:
         """Plan each call's messages and commit call and messages together."""
         stored = False
-        for call in calls:
+        for call in await self._refined(list(calls)):
             now = self._wall_clock()
             planned = plan(call, self.cfg, self._renderer, now=now)
             planned = suppress(planned, await self._policy.suppressed_among(

@@ -105,3 +105,27 @@ async def test_missing_columns_and_tables_are_named(tmp_path: Path) -> None:
         await SqliteCdrSource(CdrConfig(sqlite=tmp_path / "none.db"), "UTC").rows_after(0)
     with pytest.raises(CdrError, match="not a plain SQL name"):
         SqliteCdrSource(CdrConfig(sqlite=path, table='cdr"; DROP'), "UTC")
+
+
+async def test_a_call_that_lived_across_a_gap_is_refined_from_its_cdrs(tmp_path: Path) -> None:
+    """a loses its middle (the answer, the bridge, its Cdr events) to a gap, then ends."""
+    rows = (await _rows(tmp_path, "a"))[BY_NAME["a"]["linkedid"]]
+    events = load("a")
+    linkedid = BY_NAME["a"]["linkedid"]
+    lost = {"AgentConnect", "DialEnd", "BridgeEnter", "Cdr", "QueueCallerLeave"}
+    tracker = CallTracker("lab", SETTINGS)
+    now = events[0].received_at
+    for event in events[:10]:
+        tracker.feed(event, event.received_at)
+    tracker.feed(AmiEvent("lab", DISCONNECTED_EVENT, {"Reason": "test"}, now), now)
+    tracker.feed(AmiEvent("lab", CHANNELS_EVENT, {"Linkedids": linkedid}, now), now)
+    kept = [e for e in events[10:] if e.name not in lost
+            and not (e.name == "CEL" and e.headers.get("EventName") == "BRIDGE_ENTER")]
+    [seen] = replay(tracker, kept)
+    assert not seen.answered  # what the events alone said
+    assert tracker.holey(linkedid)
+    refined = tracker.refine(linkedid, rows)
+    assert refined is not None and not tracker.holey(linkedid)
+    assert (refined.answered, refined.agent_id, refined.talk_seconds > 0) == (
+        True, "agent1", True)
+    assert tracker.refine(linkedid, rows) is None  # once
