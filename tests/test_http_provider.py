@@ -417,7 +417,9 @@ async def test_a_failed_send_stores_and_shows_no_credential(tmp_path: Path, peer
     config = tmp_path / "hangupsms.yaml"
     spec = {"kind": "http", "method": "GET", "url": f"http://127.0.0.1:{port}/send",
             "headers": {"Authorization": "Bearer ${SMS_TOKEN}"},
-            "query": {"api_key": "${SMS_KEY}", "to": "{{ to }}", "text": "{{ body }}"}}
+            "query": {"api_key": "${SMS_KEY}", "to": "{{ to }}", "text": "{{ body }}"},
+            # One attempt each: no pacing wait, and no retry due before the replay ends.
+            "rate": 1000, "base_delay": 300}
     config.write_text(_config_text(spec, database), encoding="utf-8")
     history = io.StringIO()
     try:
