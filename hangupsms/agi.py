@@ -40,6 +40,10 @@ _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
 # `200 result=1 (1796413158.86)`; the parenthesised part is absent when there is no value.
 _SUCCESS = re.compile(r"200 result=(-?\d+)(?:\s+\((.*)\))?")
+# Asterisk's call ids: `1796413158.86`, or `pbx1-1796413158.86` with `systemname` set. Any
+# other answer is not one (and must not become a key the tracker looks calls up by).
+_CALL_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+MAX_CHANNEL = 256  # characters of agi_channel kept
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _CLOSE_ERRORS = (OSError, asyncio.IncompleteReadError)
 
@@ -116,6 +120,11 @@ def script_of(env: dict[str, str]) -> str:
     if parts.scheme not in ("agi", "hagi"):
         return ""
     return parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _call_id(value: str) -> str:
+    """`value` when it has the shape of an Asterisk Uniqueid or Linkedid, else ""."""
+    return value if _CALL_ID.fullmatch(value) else ""
 
 
 class AgiServer:
@@ -257,10 +266,11 @@ class AgiServer:
         self.completed += 1
 
     def _emit(self, env: dict[str, str], variables: dict[str, str], linkedid: str) -> None:
-        uniqueid = env.get("agi_uniqueid", "")
+        uniqueid = _call_id(env.get("agi_uniqueid", ""))
+        linkedid = _call_id(linkedid)
         if not linkedid and not uniqueid:
             raise AgiRequestError("no_call_id", "neither a Linkedid nor agi_uniqueid")
-        headers = {"Uniqueid": uniqueid, "Channel": env.get("agi_channel", "")}
+        headers = {"Uniqueid": uniqueid, "Channel": env.get("agi_channel", "")[:MAX_CHANNEL]}
         if linkedid:
             headers["Linkedid"] = linkedid
         headers.update(variables)

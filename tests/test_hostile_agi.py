@@ -11,6 +11,7 @@ open (slow clients) and many at once are separate, example-based tests.
 from __future__ import annotations
 
 import asyncio
+import re
 import unicodedata
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -21,12 +22,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from hangupsms.agi import MAX_KEYS, MAX_VALUE, AgiServer
+from hangupsms.agi import MAX_CHANNEL, MAX_KEYS, MAX_VALUE, AgiServer
 from tests.test_agi import (
     GET_LINKEDID,
     LINKEDID,
     SAFETY,
     SET_OK,
+    UNIQUEID,
     Rig,
     answers,
     asterisk,
@@ -127,6 +129,9 @@ def assert_well_formed(rig: Rig, logs: list[MutableMapping[str, Any]]) -> None:
     ended = [log for log in logs if log["event"] in END_EVENTS]
     assert len(ended) == server.sessions - server.completed
     for event in rig.events:
+        ids = [event.headers.get(name, "") for name in ("Linkedid", "Uniqueid")]
+        assert all(re.fullmatch(r"[A-Za-z0-9_.-]{0,128}", value) for value in ids), ids
+        assert any(ids) and len(event.headers["Channel"]) <= MAX_CHANNEL
         variables = {k: v for k, v in event.headers.items() if k.startswith("HANGUPSMS_")}
         assert len(variables) <= MAX_KEYS
         for value in variables.values():
@@ -166,6 +171,8 @@ def block_for(script: str, request: str = "") -> bytes:
 @example(block=block_for("tag?order=%E2%80%AEgpj.exe&room=\u2067x%C2%85"), cuts=[3], close=None)
 @example(block=block_for("tag?order=A%0D%0A%1B[31mB&room=" + "9" * 10_240), cuts=[], close=None)
 @example(block=block_for("tag?order=" + "9" * 900), cuts=[1, 2, 700], close=None)
+@example(block=environment().replace(UNIQUEID.encode(), b"1.2 x\x1b" + b"9" * 500), cuts=[],
+         close=None)
 def test_a_hostile_session_is_counted_and_the_next_one_is_served(
     block: bytes, cuts: list[int], close: int | None
 ) -> None:
