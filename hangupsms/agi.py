@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
@@ -33,9 +34,17 @@ AGI_PORT = 4573
 VAR_PREFIX = "HANGUPSMS_"
 MAX_KEYS = 32  # query parameters per request
 MAX_VALUE = 256  # characters per value; longer ones are cut (with a warning)
+SHOWN = 80  # characters of a refused line or answer quoted in the log
+# Removed from values (they become message text): controls (CR, LF, ESC…), format
+# characters (bidi overrides such as U+202E), lone surrogates, line/paragraph separators.
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
 # `200 result=1 (1796413158.86)`; the parenthesised part is absent when there is no value.
 _SUCCESS = re.compile(r"200 result=(-?\d+)(?:\s+\((.*)\))?")
+# Asterisk's call ids: `1796413158.86`, or `pbx1-1796413158.86` with `systemname` set. Any
+# other answer is not one (and must not become a key the tracker looks calls up by).
+_CALL_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+MAX_CHANNEL = 256  # characters of agi_channel kept
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _CLOSE_ERRORS = (OSError, asyncio.IncompleteReadError)
 
@@ -44,44 +53,60 @@ class AgiRequestError(ValueError):
     """A request we refuse: malformed environment, unknown path or bad query."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
+        detail = printable(detail)
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 
 
+def printable(text: str) -> str:
+    """At most `SHOWN` characters of `text`, controls and bidi characters escaped (`\\x1b`)."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode()
+                   for char in text[:SHOWN])
+
+
 def tag_variables(script: str) -> dict[str, str]:
     """The call variables a FastAGI script asks for: `tag?order=A-1` -> {HANGUPSMS_ORDER: A-1}."""
+    return parse_request(script)[0]
+
+
+def parse_request(script: str) -> tuple[dict[str, str], list[str]]:
+    """The variables `script` sets, and the keys whose values were trimmed to be kept."""
     path, _, query = script.partition("?")
     path = path.strip("/")
-    params = _query(query)
+    params, trimmed = _query(query)
     if path == "tag":
         variables = {VAR_PREFIX + key.upper(): value for key, value in params if value}
         if not variables:
-            raise AgiRequestError("empty_tag", script[:80])
-        return variables
+            raise AgiRequestError("empty_tag", script)
+        return variables, trimmed
     if path == "skip" and not params:
-        return {VAR_PREFIX + "SKIP": "1"}
+        return {VAR_PREFIX + "SKIP": "1"}, trimmed
     if path == "notify" and [key for key, _ in params] == ["to"] and params[0][1]:
-        return {VAR_PREFIX + "NOTIFY": params[0][1]}
-    raise AgiRequestError("unknown_request", script[:80])
+        return {VAR_PREFIX + "NOTIFY": params[0][1]}, trimmed
+    raise AgiRequestError("unknown_request", script)
 
 
-def _query(query: str) -> list[tuple[str, str]]:
+def _query(query: str) -> tuple[list[tuple[str, str]], list[str]]:
     pairs = [pair for pair in query.split("&") if pair]
     if len(pairs) > MAX_KEYS:
         raise AgiRequestError("too_many_keys", str(len(pairs)))
     params: list[tuple[str, str]] = []
+    trimmed: list[str] = []
     for pair in pairs:
         key, _, raw = pair.partition("=")
         if not _KEY.fullmatch(key):
-            raise AgiRequestError("bad_key", key[:80])
+            raise AgiRequestError("bad_key", key)
         # unquote, not unquote_plus: in `to=+447700900123` the `+` is the number's, not a space.
-        value = "".join(ch for ch in unquote(raw, errors="replace") if ch >= " " and ch != "\x7f")
+        decoded = unquote(raw, errors="replace")
+        value = "".join(ch for ch in decoded if unicodedata.category(ch) not in _UNSAFE)
         if len(value) > MAX_VALUE:
             log.warning("agi.value_capped", key=key, length=len(value), limit=MAX_VALUE)
             value = value[:MAX_VALUE]
+        if value != decoded:
+            trimmed.append(key)
         params.append((key, value))
-    return params
+    return params, trimmed
 
 
 def script_of(env: dict[str, str]) -> str:
@@ -89,10 +114,18 @@ def script_of(env: dict[str, str]) -> str:
     script = env.get("agi_network_script")
     if script:
         return script
-    parts = urlsplit(env.get("agi_request", ""))
+    try:
+        parts = urlsplit(env.get("agi_request", ""))
+    except ValueError:  # `agi://[::1/…`: an unclosed IPv6 bracket
+        return ""
     if parts.scheme not in ("agi", "hagi"):
         return ""
     return parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _call_id(value: str) -> str:
+    """`value` when it has the shape of an Asterisk Uniqueid or Linkedid, else ""."""
+    return value if _CALL_ID.fullmatch(value) else ""
 
 
 class AgiServer:
@@ -101,10 +134,11 @@ class AgiServer:
     def __init__(
         self, sink: Callable[[AmiEvent], None], *, host: str = "127.0.0.1",
         port: int = AGI_PORT, pbx: str, deadline: float = 0.5, max_line: int = 4096,
-        max_env_lines: int = 200, clock: Callable[[], float] = time.monotonic,
+        max_env_lines: int = 200, max_env_bytes: int = 32768, max_sessions: int = 256,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if deadline <= 0 or max_line <= 0 or max_env_lines <= 0:
-            raise ValueError("deadline, max_line and max_env_lines must be positive")
+        if min(deadline, max_line, max_env_lines, max_env_bytes, max_sessions) <= 0:
+            raise ValueError("deadline and the max_* limits must be positive")
         self._sink = sink
         self.host = host
         self._port = port
@@ -112,15 +146,24 @@ class AgiServer:
         self.deadline = deadline
         self.max_line = max_line
         self.max_env_lines = max_env_lines
+        # With max_line, these bound what hostile peers can make us hold: about
+        # max_sessions * (max_env_bytes + 2 * max_line) bytes, each for `deadline` at most.
+        self.max_env_bytes = max_env_bytes
+        self.max_sessions = max_sessions
         self._clock = clock
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        # Each session ends as exactly one of completed, rejected, timeouts, hangups,
+        # errors or busy, and all but completed log why (agi.rejected, agi.timeout, …).
         self.sessions = 0  # connections accepted
+        self.completed = 0  # tag given and confirmed to Asterisk
         self.tagged = 0  # @Tag events handed to the sink
+        self.trimmed = 0  # requests with a value cut to MAX_VALUE or stripped of controls
         self.rejected = 0  # garbage, unknown paths, bad queries
         self.errors = 0  # unexpected failures (logged with a traceback)
         self.timeouts = 0  # sessions cut at the deadline
         self.hangups = 0  # Asterisk closed or hung up before we were done
+        self.busy = 0  # connections closed at once: max_sessions were in progress
 
     @property
     def port(self) -> int:
@@ -151,16 +194,25 @@ class AgiServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
-        log.info("agi.closed", sessions=self.sessions, tagged=self.tagged,
-                 rejected=self.rejected, errors=self.errors, timeouts=self.timeouts,
-                 hangups=self.hangups)
+        log.info("agi.closed", sessions=self.sessions, completed=self.completed,
+                 tagged=self.tagged, trimmed=self.trimmed, rejected=self.rejected,
+                 errors=self.errors, timeouts=self.timeouts, hangups=self.hangups,
+                 busy=self.busy)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        peer = str(writer.get_extra_info("peername"))
+        if len(self._tasks) >= self.max_sessions:
+            # AGI() fails at once and the call goes on, rather than every session slowing.
+            self.busy += 1
+            log.warning("agi.busy", limit=self.max_sessions, peer=peer)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        self.sessions += 1
-        peer = str(writer.get_extra_info("peername"))
         try:
             await self._serve(reader, writer)
         except AgiRequestError as refused:
@@ -190,7 +242,10 @@ class AgiServer:
             self.hangups += 1
             log.info("agi.hung_up", stage="environment")
             return
-        variables = tag_variables(script_of(env))
+        variables, trimmed = parse_request(script_of(env))
+        if trimmed:
+            self.trimmed += 1
+            log.warning("agi.values_trimmed", keys=trimmed)
         linkedid: str | None = None
         try:
             async with asyncio.timeout_at(when):
@@ -204,13 +259,19 @@ class AgiServer:
             log.info("agi.hung_up", stage="linkedid")
             return
         async with asyncio.timeout_at(when):
-            await self._command(reader, writer, f"SET VARIABLE {VAR_PREFIX}AGI ok")
+            confirmed = await self._command(reader, writer, f"SET VARIABLE {VAR_PREFIX}AGI ok")
+        if confirmed is None:
+            self.hangups += 1
+            log.info("agi.hung_up", stage="confirm")
+            return
+        self.completed += 1
 
     def _emit(self, env: dict[str, str], variables: dict[str, str], linkedid: str) -> None:
-        uniqueid = env.get("agi_uniqueid", "")
+        uniqueid = _call_id(env.get("agi_uniqueid", ""))
+        linkedid = _call_id(linkedid)
         if not linkedid and not uniqueid:
             raise AgiRequestError("no_call_id", "neither a Linkedid nor agi_uniqueid")
-        headers = {"Uniqueid": uniqueid, "Channel": env.get("agi_channel", "")}
+        headers = {"Uniqueid": uniqueid, "Channel": env.get("agi_channel", "")[:MAX_CHANNEL]}
         if linkedid:
             headers["Linkedid"] = linkedid
         headers.update(variables)
@@ -221,12 +282,16 @@ class AgiServer:
     async def _environment(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
         """The `name: value` lines up to the empty one; None when the peer closed first."""
         env: dict[str, str] = {}
+        size = 0
         for _ in range(self.max_env_lines + 1):
             line = await self._line(reader)
             if line is None:
                 return None
             if not line:
                 return env
+            size += len(line) + 1
+            if size > self.max_env_bytes:
+                raise AgiRequestError("environment_too_large", f"> {self.max_env_bytes} bytes")
             name, colon, value = line.partition(":")
             if not colon or not name.strip():
                 raise AgiRequestError("not_a_variable", line[:80])
@@ -258,6 +323,7 @@ class AgiServer:
             return None
         match = _SUCCESS.match(line)
         if match is None:
-            log.warning("agi.command_refused", command=command.split(" ", 1)[0], answer=line[:80])
+            log.warning("agi.command_refused", command=command.split(" ", 1)[0],
+                        answer=printable(line))
             return None
         return (match.group(2) or "") if match.group(1) == "1" else ""

@@ -104,7 +104,7 @@ class CallTracker:
         self._gap: set[str] | None = None  # calls live when the AMI connection was lost
         # Calls that lived across a gap and have finished: kept for `refine` (CDR rows).
         self._holey: OrderedDict[str, tuple[CallState, EndReason]] = OrderedDict()
-        # Event name -> (header holding the Linkedid, handler); Cdr has none (mapped by UniqueID).
+        # Event name -> (header holding the Linkedid, handler); Cdr's is found by its UniqueID.
         self._routes: dict[str, tuple[str, Handler]] = {
             "Newchannel": ("Linkedid", self._on_newchannel),
             "NewCallerid": ("Linkedid", on_newcallerid),
@@ -150,7 +150,7 @@ class CallTracker:
             return done
         key, handler = route
         headers = event.headers
-        linkedid = headers.get(key) if key else self._uids.get(headers.get("UniqueID", ""))
+        linkedid = headers.get(key) if key else self._cdr_linkedid(headers)
         if not linkedid:
             return done
         call = self._calls.get(linkedid)
@@ -160,6 +160,11 @@ class CallTracker:
                 return done
         handler(call, headers, now)
         return done
+
+    def _cdr_linkedid(self, headers: Headers) -> str | None:
+        # By its leg's Uniqueid; else by the `LinkedID` header that a cdr_manager.conf
+        # `[mappings]` line `linkedid => LinkedID` adds, for a leg whose start was missed.
+        return self._uids.get(headers.get("UniqueID", "")) or headers.get("LinkedID")
 
     def expire(self, now: float) -> list[CompletedCall]:
         """Finalise the calls whose grace has passed by `now`; evict those past the TTL."""

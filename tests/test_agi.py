@@ -222,6 +222,7 @@ async def test_unknown_path_is_answered_with_nothing_and_counted(rig: Rig) -> No
         ("/tag?Order_No=7&x=", {"HANGUPSMS_ORDER_NO": "7"}),  # empty values are not set
         ("tag?order=A%201042%2B&order=B", {"HANGUPSMS_ORDER": "B"}),  # the last one wins
         ("tag?name=a%0Ab%7F", {"HANGUPSMS_NAME": "ab"}),  # control characters are dropped
+        ("tag?name=%E2%80%AEa%C2%85b%E2%80%A8", {"HANGUPSMS_NAME": "ab"}),  # bidi, C1, LS too
         ("tag?order=" + "9" * 300, {"HANGUPSMS_ORDER": "9" * MAX_VALUE}),
         ("tag?" + "&".join(f"k{i}=v" for i in range(MAX_KEYS)),
          {f"HANGUPSMS_K{i}": "v" for i in range(MAX_KEYS)}),

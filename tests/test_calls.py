@@ -382,3 +382,23 @@ def test_a_call_from_an_internal_context_is_outbound_only_to_an_outside_number(
     assert (call.direction, call.customer_number, call.did) == (direction, customer, None)
     if direction == "outbound":
         assert (call.agent_id, call.agent_name, call.customer_name) == ("201", "Agent One", "")
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["linkedid-mapped", "not-mapped"])
+def test_a_cdr_of_a_leg_never_seen_counts_when_cdr_manager_maps_the_linkedid(
+    mapped: bool,
+) -> None:
+    # Transcript a's Cdr events with UniqueIDs the tracker never saw (as after a missed
+    # Newchannel); cdr_manager.conf `[mappings] linkedid => LinkedID` still names the call.
+    events = load("a")
+    linkedid = BY_NAME["a"]["linkedid"]
+    changed = []
+    for event in events:
+        if event.name == "Cdr":
+            headers = {**event.headers, "UniqueID": "9999." + event.headers["UniqueID"]}
+            if mapped:
+                headers["LinkedID"] = linkedid
+            event = dataclasses.replace(event, headers=headers)
+        changed.append(event)
+    [call] = replay(CallTracker("lab", SETTINGS), changed)
+    assert (call.cdr_events, call.talk_seconds) == ((4, 2) if mapped else (0, 1))

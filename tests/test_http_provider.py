@@ -22,7 +22,7 @@ from hangupsms.cli import EXIT_OK, main
 from hangupsms.config import ConfigError, ProviderConfig, parse_config
 from hangupsms.models import LookupStatus, OutboundMessage, SendResult, SendStatus
 from hangupsms.providers import build_provider
-from hangupsms.providers.http import HttpGatewayProvider
+from hangupsms.providers.http import HttpGatewayProvider, safe_detail
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ami"
 TO = "+447700900123"
@@ -389,3 +389,82 @@ async def test_replay_of_transcript_c_sends_both_messages_through_the_gateway(
     got = sorted((json.loads(s.body)["to"], json.loads(s.body)["text"]) for s in gateway.seen)
     assert got == wanted
     assert {s.headers["Authorization"] for s in gateway.seen} == {"Bearer tok-c"}
+
+
+# --- credentials never reach a stored detail --------------------------------------------------
+
+API_KEY = "key-5ecret-in-the-query"
+HEADER_TOKEN = "hdr-5ecret-token"
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Not HTTP: aiohttp's error for it quotes the request URL, query and all."""
+    await reader.read(65536)
+    writer.write(b"HELLO WORLD\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("peer", ["invalid-answer", "refused"])
+async def test_a_failed_send_stores_and_shows_no_credential(tmp_path: Path, peer: str) -> None:
+    server = await asyncio.start_server(_garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1] if peer == "invalid-answer" else _free_port()
+    database = tmp_path / "h.db"
+    config = tmp_path / "hangupsms.yaml"
+    spec = {"kind": "http", "method": "GET", "url": f"http://127.0.0.1:{port}/send",
+            "headers": {"Authorization": "Bearer ${SMS_TOKEN}"},
+            "query": {"api_key": "${SMS_KEY}", "to": "{{ to }}", "text": "{{ body }}"},
+            # One attempt each: no pacing wait, and no retry due before the replay ends.
+            "rate": 1000, "base_delay": 300}
+    config.write_text(_config_text(spec, database), encoding="utf-8")
+    history = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SMS_KEY", API_KEY)
+            patch.setenv("SMS_TOKEN", HEADER_TOKEN)
+            replayed = ["replay", "-c", str(config), str(FIXTURES / "c.ami")]
+            assert await asyncio.to_thread(main, replayed, out=io.StringIO()) == EXIT_OK
+            shown = ["history", "-c", str(config)]
+            assert await asyncio.to_thread(main, shown, out=history) == EXIT_OK
+    finally:
+        server.close()
+        await server.wait_closed()
+    output = history.getvalue()
+    # Both messages' attempts were stored with their detail: what failed, and where.
+    expected = ("ClientResponseError: 400" if peer == "invalid-answer"
+                else "connect failed: Cannot connect to host")
+    attempts = [line for line in output.splitlines() if line.startswith("    ")]
+    assert len(attempts) == 2 and all(expected in line for line in attempts), output
+    if peer == "invalid-answer":
+        assert f"http://127.0.0.1:{port}/send?…" in output
+    files = await asyncio.to_thread(_contents, tmp_path, "h.db*")
+    assert "h.db" in files
+    for secret in (API_KEY, HEADER_TOKEN):
+        assert secret not in output
+        assert [name for name, data in files.items() if secret.encode() in data] == []
+
+
+def _contents(folder: Path, pattern: str) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.glob(pattern)}
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("url='https://u:pw@sms.example.com/v1/send?api_key=abc&to=1#x' failed",
+     "url='https://sms.example.com/v1/send?…' failed"),
+    ("the gateway said: bad token hdr-5ecret-token", "the gateway said: bad token [redacted]"),
+    ("echo Bearer hdr-5ecret-token and fixed-sender-id", "echo [redacted] and [redacted]"),
+    ("http://sms.example.com/send has no query", "http://sms.example.com/send has no query"),
+])
+def test_a_detail_keeps_no_url_query_user_info_or_configured_value(text: str, shown: str) -> None:
+    cfg = _cfg({"kind": "http", "url": "https://sms.example.com/send?account=acct-77",
+                "headers": {"Authorization": "Bearer ${SMS_TOKEN}"},
+                "form": {"to": "{{ to }}", "text": "{{ body }}", "from": "fixed-sender-id"}},
+               environ={"SMS_TOKEN": HEADER_TOKEN})
+    assert safe_detail(text, cfg) == shown
+    assert safe_detail("account acct-77 unknown", cfg) == "account [redacted] unknown"

@@ -8,11 +8,14 @@ which; `classify` turns every outcome into one `SendStatus`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from jinja2 import Template, TemplateError
@@ -30,11 +33,20 @@ from hangupsms.render import sandbox
 
 MAX_ANSWER = 65536  # bytes of an answer read: a status and an id are near the start
 DETAIL_CHARS = 200  # of the gateway's answer kept in a result's detail
+HIDDEN = "[redacted]"
+MIN_HIDDEN = 4  # shorter configured values would hide ordinary words of a detail
 _MISSING = object()
 # Answers about us, not the message: credentials refused (401, 403, 407), the URL or method
 # wrong (404, 405), or a redirect we never follow. REFUSED, so the rule's next provider may
 # send it; any other 4xx (or a success_json_path that says no) is about the message: REJECTED.
 REFUSING_STATUS = frozenset({401, 403, 404, 405, 407})
+# A URL's scheme, user info, host and path, query and fragment. aiohttp quotes the request
+# URL in some errors (`400, message='Bad status line…', url='http://…?api_key=…'`), and a
+# detail is stored and shown by `hangupsms history`: only scheme, host and path are kept.
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/?#@'\"<>]*@)?(?P<place>[^\s?#'\"<>]*)"
+    r"(?P<rest>[?#][^\s'\"<>]*)?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +88,8 @@ class HttpGatewayProvider:
             request = self.render(message)
         except TemplateError as exc:
             # Our configuration of this gateway is at fault, not the message.
-            return SendResult(SendStatus.REFUSED, detail=f"template failed: {exc}")
+            return SendResult(SendStatus.REFUSED,
+                              detail=safe_detail(f"template failed: {exc}", self._cfg))
         outcome: GatewayAnswer | Exception
         try:
             async with asyncio.timeout(self._cfg.timeout):
@@ -142,17 +155,60 @@ class HttpGatewayProvider:
 
 
 def classify(outcome: GatewayAnswer | Exception, cfg: ProviderConfig) -> SendResult:
-    """Decide, in one place, what one exchange with the gateway means for retrying."""
+    """Decide, in one place, what one exchange with the gateway means for retrying.
+
+    The detail never holds a URL's query or user info, nor a configured header, query or
+    form value: an error or an answer quoting them would carry a credential into the
+    database and `hangupsms history`.
+    """
+    result = _classify(outcome, cfg)
+    return dataclasses.replace(result, detail=safe_detail(result.detail, cfg))
+
+
+def safe_detail(text: str, cfg: ProviderConfig) -> str:
+    """`text` with URLs cut to scheme, host and path and the configured values hidden."""
+    text = _URL.sub(_bare_url, text)
+    for value in sorted(_configured_values(cfg), key=len, reverse=True):
+        text = text.replace(value, HIDDEN)
+    return text
+
+
+def _bare_url(match: re.Match[str]) -> str:
+    cut = "?…" if match.group("rest") else ""
+    return f"{match.group('scheme')}{match.group('place')}{cut}"
+
+
+def _configured_values(cfg: ProviderConfig) -> set[str]:
+    """Header values and the fixed (untemplated) query and form values: where keys live."""
+    found = set(cfg.headers.values())
+    found.update(value for value in (*cfg.query.values(), *(cfg.form or {}).values())
+                 if "{{" not in value and "{%" not in value)
+    found.update(_url_secrets(cfg.url))
+    # "Bearer abc…": the token alone can be quoted too.
+    found |= {value.split()[-1] for value in found if value.strip()}
+    return {value for value in found if len(value) >= MIN_HIDDEN}
+
+
+def _url_secrets(url: str) -> Iterator[str]:
+    parts = urlsplit(url)
+    if parts.password:
+        yield parts.password
+    yield from (value for _, value in parse_qsl(parts.query))
+
+
+def _classify(outcome: GatewayAnswer | Exception, cfg: ProviderConfig) -> SendResult:
     if isinstance(outcome, aiohttp.ClientConnectorError):
         # Refused, unreachable, DNS or TLS failure: the request never reached the gateway.
-        return SendResult(SendStatus.TRANSIENT, detail=f"connect failed: {outcome}")
+        shown = _shown(str(outcome), cfg)
+        return SendResult(SendStatus.TRANSIENT, detail=f"connect failed: {shown}")
     if isinstance(outcome, TimeoutError):
         return SendResult(SendStatus.AMBIGUOUS, detail=f"no answer within {cfg.timeout}s")
     if isinstance(outcome, Exception):
-        return SendResult(SendStatus.AMBIGUOUS, detail=f"{type(outcome).__name__}: {outcome}")
+        shown = _shown(str(outcome), cfg)
+        return SendResult(SendStatus.AMBIGUOUS, detail=f"{type(outcome).__name__}: {shown}")
     status = outcome.status
     code = str(status)
-    detail = f"HTTP {status}: {_shown(outcome.text)}"
+    detail = f"HTTP {status}: {_shown(outcome.text, cfg)}"
     if status in cfg.success_status if cfg.success_status else 200 <= status < 300:
         return _judge_success(outcome, cfg)
     if status == 429:
@@ -180,7 +236,7 @@ def _judge_success(answer: GatewayAnswer, cfg: ProviderConfig) -> SendResult:
             return SendResult(
                 SendStatus.REJECTED, error_code=str(answer.status),
                 detail=f"HTTP {answer.status} but {cfg.success_json_path} is {shown}, not "
-                       f"{cfg.success_value!r}: {_shown(answer.text)}",
+                       f"{cfg.success_value!r}: {_shown(answer.text, cfg)}",
             )
     if not cfg.id_json_path:
         return SendResult(SendStatus.ACCEPTED)
@@ -208,8 +264,9 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _shown(text: str) -> str:
-    text = " ".join(text.split())
+def _shown(text: str, cfg: ProviderConfig) -> str:
+    # Hidden before the cut, so no cut can leave a credential's first characters.
+    text = " ".join(safe_detail(text, cfg).split())
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
 
 
