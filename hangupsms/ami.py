@@ -93,10 +93,18 @@ class EventQueue:
     responses (the connection would be declared dead), and pausing the socket only moves
     the backlog into Asterisk, which disconnects slow manager sessions anyway. Dropping
     the newest keeps what is queued in order; size the queue for the worst burst.
+
+    A drop is a gap in that PBX's stream, handled like a lost connection: once there is
+    room again, an `@Disconnected` event (reason `queue_full`) goes in ahead of the next
+    event (or as soon as one is taken, when that PBX has gone quiet), and `on_gap(pbx)` is
+    called so that a channel list follows. The calls cut by
+    the gap are then finished, or completed, as after a reconnect (with the CDR database
+    where there is one), instead of being recorded from a stream with a hole in it.
     """
 
     def __init__(self, maxsize: int, *, clock: Clock = time.monotonic,
-                 log_interval: float = 5.0) -> None:
+                 log_interval: float = 5.0,
+                 on_gap: Callable[[str], None] = lambda pbx: None) -> None:
         if maxsize <= 0:
             raise ValueError("an EventQueue must be bounded (maxsize > 0)")
         self._queue: asyncio.Queue[AmiEvent] = asyncio.Queue(maxsize)
@@ -104,27 +112,57 @@ class EventQueue:
         self._log_interval = log_interval
         self._last_log: float | None = None
         self._unlogged = 0
+        self._on_gap = on_gap
+        self._gaps: set[str] = set()  # PBXs whose events were dropped, gap not yet marked
         self.dropped = 0
 
     def put(self, event: AmiEvent) -> None:
+        queue = self._queue
+        if event.pbx in self._gaps:
+            if queue.maxsize - queue.qsize() < 2:
+                self._drop(event)
+                return
+            self._mark_gap(event.pbx, event.received_at)
         try:
-            self._queue.put_nowait(event)
+            queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.dropped += 1
-            self._unlogged += 1
-            now = self._clock()
-            if self._last_log is None or now - self._last_log >= self._log_interval:
-                log.error("ami.queue_full", pbx=event.pbx, event_name=event.name,
-                          maxsize=self._queue.maxsize, dropped=self._unlogged,
-                          dropped_total=self.dropped)
-                self._last_log = now
-                self._unlogged = 0
+            self._drop(event)
+
+    def _mark_gap(self, pbx: str, at: float) -> None:
+        self._gaps.discard(pbx)
+        self._queue.put_nowait(AmiEvent(pbx, DISCONNECTED_EVENT, {"Reason": "queue_full"}, at))
+        log.warning("ami.queue_gap_marked", pbx=pbx, dropped_total=self.dropped)
+        self._on_gap(pbx)
+
+    def _mark_gaps_now(self) -> None:
+        """After a take: a PBX whose stream went quiet after a drop gets its mark too."""
+        queue = self._queue
+        while self._gaps and queue.qsize() < queue.maxsize:
+            self._mark_gap(next(iter(self._gaps)), self._clock())
+
+    def _drop(self, event: AmiEvent) -> None:
+        self.dropped += 1
+        self._unlogged += 1
+        self._gaps.add(event.pbx)
+        now = self._clock()
+        if self._last_log is None or now - self._last_log >= self._log_interval:
+            log.error("ami.queue_full", pbx=event.pbx, event_name=event.name,
+                      maxsize=self._queue.maxsize, dropped=self._unlogged,
+                      dropped_total=self.dropped)
+            self._last_log = now
+            self._unlogged = 0
 
     async def get(self) -> AmiEvent:
-        return await self._queue.get()
+        event = await self._queue.get()
+        if self._gaps:
+            self._mark_gaps_now()
+        return event
 
     def get_nowait(self) -> AmiEvent:
-        return self._queue.get_nowait()
+        event = self._queue.get_nowait()
+        if self._gaps:
+            self._mark_gaps_now()
+        return event
 
     def qsize(self) -> int:
         return self._queue.qsize()

@@ -42,6 +42,7 @@ class Daemon:
         providers: Mapping[str, SmsProvider] | None = None,
         clock: Callable[[], float] = time.monotonic, shutdown_timeout: float = 10.0,
         config_path: Path | None = None, notifier: Notifier | None = None,
+        queue_size: int = EVENT_QUEUE_SIZE,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
@@ -56,8 +57,9 @@ class Daemon:
         self._clock = clock
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()
-        self.queue = EventQueue(EVENT_QUEUE_SIZE)
+        self.queue = EventQueue(queue_size, on_gap=self._list_channels_after_gap)
         self.connections = [AmiConnection(pbx, self.queue.put) for pbx in cfg.pbx]
+        self._side_tasks: set[asyncio.Task[None]] = set()
         # Tags from the dialplan go into the same queue, in order with the AMI events.
         self.agi = None if cfg.agi is None else AgiServer(
             self.queue.put, host=cfg.agi.host, port=cfg.agi.port, pbx=cfg.agi.pbx,
@@ -125,6 +127,21 @@ class Daemon:
                 await provider.close()
             await store.close()
         log.info("daemon.stopped", calls=pipeline.calls_recorded, sent=dispatcher.sent)
+
+    def _list_channels_after_gap(self, pbx: str) -> None:
+        """Events of `pbx` were dropped (queue full): a channel list closes the gap."""
+        for connection in self.connections:
+            if connection.pbx.name == pbx and connection.state is ConnState.READY:
+                task = asyncio.get_running_loop().create_task(self._report(connection))
+                self._side_tasks.add(task)  # kept until done: the loop holds tasks weakly
+                task.add_done_callback(self._side_tasks.discard)
+
+    @staticmethod
+    async def _report(connection: AmiConnection) -> None:
+        try:
+            await connection.report_live_calls()
+        except Exception:  # a bug here must not go unseen, nor take the daemon down
+            log.exception("ami.channels_report_failed", pbx=connection.pbx.name)
 
     def request_reload(self) -> None:
         """Re-read the configuration file (SIGHUP, `systemctl reload`)."""
@@ -237,6 +254,9 @@ class Daemon:
             await self.agi.close()
         for connection in self.connections:
             await connection.close()
+        for task in list(self._side_tasks):
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
         await consumer
         # Calls whose end was seen are waiting out their grace for late Cdr events: record
         # them now rather than lose them. Calls still live cannot be finished.

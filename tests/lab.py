@@ -70,9 +70,9 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config: Path) -> AsyncIterator[Daemon]:
+async def running_daemon(config: Path, **options: Any) -> AsyncIterator[Daemon]:
     """A Daemon running in this event loop; stopped (and awaited) on the way out."""
-    daemon = Daemon(load_config(config))
+    daemon = Daemon(load_config(config), **options)
     runner = asyncio.create_task(daemon.run())
     try:
         yield daemon

@@ -31,7 +31,7 @@ from hangupsms.ami import (
 )
 from hangupsms.config import PbxConfig
 from hangupsms.frames import event_frames, read_transcript
-from hangupsms.models import AmiEvent
+from hangupsms.models import DISCONNECTED_EVENT, AmiEvent
 from hangupsms.replay import AmiReplayServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ami"
@@ -520,6 +520,29 @@ async def test_queue_full_log_is_rate_limited_and_counts_what_it_skipped() -> No
     assert queue.dropped == 11
     with pytest.raises(ValueError, match="bounded"):
         EventQueue(0)
+
+
+async def test_a_drop_is_a_gap_marked_in_the_stream_once_there_is_room() -> None:
+    gaps: list[str] = []
+    queue = EventQueue(3, on_gap=gaps.append)
+    events = [AmiEvent("pbx1", "Newchannel", {"Uniqueid": str(n)}, float(n)) for n in range(6)]
+    with capture_logs():
+        for event in events[:4]:
+            queue.put(event)  # e3 is dropped: no room, not even for the mark
+        assert (queue.dropped, gaps) == (1, [])
+        taken = [queue.get_nowait()]  # room again: the mark goes in at once
+        assert gaps == ["pbx1"]
+        queue.put(events[4])  # full again: dropped, a second gap
+        taken += [queue.get_nowait() for _ in range(4)]
+        queue.put(events[5])
+        taken.append(queue.get_nowait())
+    mark = ("pbx1", DISCONNECTED_EVENT, {"Reason": "queue_full"})
+    assert [(e.pbx, e.name, dict(e.headers)) for e in taken] == [
+        ("pbx1", "Newchannel", {"Uniqueid": "0"}), ("pbx1", "Newchannel", {"Uniqueid": "1"}),
+        ("pbx1", "Newchannel", {"Uniqueid": "2"}), mark, mark,
+        ("pbx1", "Newchannel", {"Uniqueid": "5"}),
+    ]
+    assert (gaps, queue.dropped, queue.qsize()) == (["pbx1", "pbx1"], 2, 0)
 
 
 async def test_several_pbxs_feed_one_queue() -> None:

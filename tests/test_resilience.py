@@ -162,6 +162,31 @@ async def test_with_a_cdr_database_calls_whose_events_were_lost_are_texted_too(
     assert sum(reasons.values()) == len(transcripts)
 
 
+async def test_a_full_event_queue_is_a_gap_closed_like_a_reconnect(tmp_path: Path) -> None:
+    """A queue of 40 events against a reader that hands over whole TCP reads: most events
+    are dropped. Each drop is marked in the stream, a channel list follows, and the CDR
+    file completes what was cut: every call is texted once, as an unbroken stream would."""
+    writer = CdrWriter(tmp_path / "cdr.db")
+    transcripts = [p for p in TRANSCRIPTS if p.stem != "a_readonly"]
+    async with fake_twilio() as twilio, AmiReplayServer(
+        transcripts, username=USER, secret=SECRET, cdr=writer,
+    ) as server:
+        config = lab_config(
+            tmp_path, ami_port=server.port, twilio_url=twilio.url, twilio={"rate": 100},
+            pbx={"cdr": {"sqlite": str(tmp_path / "cdr.db"), "variables": lab_variable_columns()}},
+            extra={"agents": {"agent1": {"name": "Agent One"}}})
+        with capture_logs() as logs:
+            async with running_daemon(config, queue_size=40) as daemon, asyncio.timeout(60):
+                await server.events_done.wait()
+                await daemon.wait_until(_all_recorded(daemon, len(transcripts)))
+                await daemon.wait_drained()
+                dropped = daemon.queue.dropped
+    assert dropped > 100 and server.connections == 1
+    frames = [f for path in transcripts for f in event_frames(path)]
+    assert Counter((m.to, m.body) for m in twilio.accepted) == planned_sends(config, frames)
+    assert [e for e in logs if e["event"] == "ami.queue_gap_marked"]
+
+
 async def test_a_stalled_provider_holds_up_no_call_and_the_backlog_drains_in_order(
     tmp_path: Path,
 ) -> None:
