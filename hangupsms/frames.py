@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 BANNER_PREFIX = b"Asterisk Call Manager/"
 _VARIABLE_HEADERS = frozenset({"ChanVariable", "DestChanVariable"})
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n")
 _PARTIAL_SEPARATOR = 3  # a whole frame may be followed by "\r\n\r" of its separator
 
 
@@ -69,9 +67,19 @@ class FrameSplitter:
             return frames
         buf = self._buf
         start = 0
+        crlf = -2  # where the next CRLF CRLF starts; -1: none left in this buffer
         while True:
-            end, sep = _find_blank_line(buf, start)
-            if end < 0:
+            # Two bounded find()s rather than one regex search (2.5x cheaper per frame). The
+            # CRLF hit is kept until passed and the LF search stops at it, so no search runs
+            # to the end of the buffer once per frame (that would be quadratic).
+            if -1 != crlf < start:
+                crlf = buf.find(b"\r\n\r\n", start)
+            end = buf.find(b"\n\n", start, len(buf) if crlf < 0 else crlf)
+            if end >= 0:
+                sep = 2
+            elif crlf >= 0:
+                end, sep = crlf, 4
+            else:
                 break
             frame = bytes(buf[start:end]).strip(b"\r\n")
             if len(frame) > self.max_bytes:
@@ -107,16 +115,6 @@ class FrameSplitter:
         self._buf.clear()
         self._banner_pending = True
         self.banner = None
-
-
-def _find_blank_line(buf: bytearray, start: int) -> tuple[int, int]:
-    """Offset of the first blank-line separator at or after `start` and its length, or (-1, 0)."""
-    # One search that stops at the first separator of either kind: two find() calls each
-    # scan to the end of the buffer when their kind is absent, once per frame (quadratic).
-    found = _BLANK_LINE.search(buf, start)
-    if found is None:
-        return -1, 0
-    return found.start(), found.end() - found.start()
 
 
 def decode_frame(raw: bytes) -> Frame:
