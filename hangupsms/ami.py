@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import random
 import time
@@ -26,13 +27,23 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from hangupsms.config import PbxConfig
-from hangupsms.frames import BANNER_PREFIX, Frame, FrameSplitter, FrameTooLarge, decode_frame
+from hangupsms.frames import (
+    BANNER_PREFIX,
+    Frame,
+    FrameSplitter,
+    FrameTooLarge,
+    decode_frame,
+    peek_event_name,
+    peek_header,
+)
 from hangupsms.models import CHANNELS_EVENT, DISCONNECTED_EVENT, AmiEvent
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], float]
 EventSink = Callable[[AmiEvent], None]
+# (event name, a lookup of its headers by exact name) -> whether anyone needs the event.
+EventFilter = Callable[[str, Callable[[str], str | None]], bool]
 
 
 class AmiError(Exception):
@@ -76,6 +87,7 @@ class AmiStats:
     ping_timeouts: int = 0
     login_failures: int = 0
     malformed_lines: int = 0  # lines without a colon, left out of their frame
+    skipped_events: int = 0  # Event frames the connection's filter refused, never decoded
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -159,9 +171,10 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
     """
 
     def __init__(self, pbx: str, sink: EventSink, stats: AmiStats, *,
-                 max_frame_bytes: int, clock: Clock) -> None:
+                 max_frame_bytes: int, clock: Clock, wanted: EventFilter | None = None) -> None:
         self.pbx = pbx
         self._sink = sink
+        self._wanted = wanted
         self._stats = stats
         self._clock = clock
         self._splitter = FrameSplitter(max_frame_bytes)
@@ -232,7 +245,13 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
                       limit=self._splitter.max_bytes)
             self.abort("frame_too_large")
             return
+        wanted = self._wanted
         for raw in frames:
+            # While an action waits for its answer every frame is decoded: any of them may
+            # carry its ActionID (a response, or an event of a list action).
+            if wanted is not None and not self.responses and not _wanted_frame(raw, wanted):
+                self._stats.skipped_events += 1
+                continue
             self._route(decode_frame(raw))
             if self.lost.done():
                 return
@@ -282,6 +301,18 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
             log.exception("ami.sink_error", pbx=self.pbx, event_name=event.name)
 
 
+def _wanted_frame(raw: bytes, wanted: EventFilter) -> bool:
+    """False for an `Event:` frame that `wanted` refuses, judged without decoding the frame.
+
+    Anything else is wanted: responses, odd frames, `@` names (the full path drops them
+    loudly) and Shutdown (it ends the connection).
+    """
+    name = peek_event_name(raw)
+    if name is None or name[:1] == "@" or name.lower() == "shutdown":
+        return True
+    return wanted(name, functools.partial(peek_header, raw))
+
+
 class _Outcome(enum.Enum):
     FAILED = "failed"  # unreachable, bad banner, timeout: back off and retry
     AUTH_FAILED = "auth_failed"  # wrong credentials: the slow lane
@@ -292,8 +323,13 @@ class AmiConnection:
     """One AMI login to one PBX, kept alive until close(); events go to `sink`."""
 
     def __init__(self, pbx: PbxConfig, sink: EventSink, *, clock: Clock = time.monotonic,
-                 rng: random.Random | None = None, events: bool = True) -> None:
-        """`events=False` logs in with events off (the `Events` action turns them on)."""
+                 rng: random.Random | None = None, events: bool = True,
+                 wanted: EventFilter | None = None) -> None:
+        """`events=False` logs in with events off (the `Events` action turns them on).
+
+        `wanted`: events it refuses are skipped before they are decoded (counted in
+        `stats.skipped_events`); None hands over every event. It may be set until run().
+        """
         if inspect.iscoroutinefunction(sink):
             raise TypeError("the AMI event sink must be a plain function that only enqueues")
         self.pbx = pbx
@@ -311,6 +347,7 @@ class AmiConnection:
         self._session_task: asyncio.Task[_Outcome] | None = None
         self._running = False
         self._events = events
+        self.wanted = wanted
 
     def _set_state(self, state: ConnState) -> None:
         if state is not self.state:
@@ -484,7 +521,8 @@ class AmiConnection:
 
         def factory() -> AmiStreamProtocol:
             return AmiStreamProtocol(pbx.name, self._sink, self.stats,
-                                     max_frame_bytes=pbx.max_frame_bytes, clock=self._clock)
+                                     max_frame_bytes=pbx.max_frame_bytes, clock=self._clock,
+                                     wanted=self.wanted)
 
         try:
             async with asyncio.timeout(pbx.connect_timeout):

@@ -80,6 +80,9 @@ class Daemon:
             pipeline = CallPipeline(self.cfg, store, on_recorded=dispatcher.wake)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
+            for connection in self.connections:
+                # Most of a PBX's events concern no call: skipped unread, not decoded.
+                connection.wanted = pipeline.wanted_events(connection.pbx.name)
             if self.agi is not None:
                 await self.agi.start()  # an address in use fails the start, loudly
             async with asyncio.TaskGroup() as group:

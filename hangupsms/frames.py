@@ -134,6 +134,34 @@ def decode_frame(raw: bytes) -> Frame:
     return Frame(tuple(headers), malformed)
 
 
+def peek_event_name(raw: bytes) -> str | None:
+    """The name of a frame whose first line is `Event:`, read as decode_frame reads it, without
+    decoding the rest; None for any other frame."""
+    if not raw.startswith(b"Event:"):
+        return None
+    end = raw.find(b"\n")
+    return raw[6:end if end >= 0 else len(raw)].decode("utf-8", "replace").strip()
+
+
+def peek_header(raw: bytes, name: str) -> str | None:
+    """The value of the first line of a raw frame that starts with exactly `name:`, decoded.
+
+    Frame.as_dict gives the same value, unless a line with a differently spaced name
+    (" Name :", which Asterisk never sends) comes first, or the name is one it splits
+    (`ChanVariable`).
+    """
+    key = name.encode() + b":"
+    if raw.startswith(key):
+        start = len(key)
+    else:
+        at = raw.find(b"\n" + key)
+        if at < 0:
+            return None
+        start = at + 1 + len(key)
+    end = raw.find(b"\n", start)
+    return raw[start:end if end >= 0 else len(raw)].decode("utf-8", "replace").strip()
+
+
 def read_transcript(path: Path) -> tuple[str | None, list[bytes]]:
     """The banner and the raw frames of a recorded `.ami` stream."""
     splitter = FrameSplitter(max_bytes=1 << 20)

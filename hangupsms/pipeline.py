@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from hangupsms.callevents import HeaderLookup
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.cdrrecovery import CdrRecovery
 from hangupsms.cdrsource import SqliteCdrSource
@@ -69,9 +70,13 @@ class CallPipeline:
         tracker = self._trackers.get(event.pbx)
         if tracker is None:
             return []
-        if self.journal is not None and tracker.wants(event.name):
+        if self.journal is not None and tracker.wants(event.name, event.headers.get):
             self.journal.add(event)
         return tracker.feed(event, now)
+
+    def wanted_events(self, pbx: str) -> Callable[[str, HeaderLookup], bool]:
+        """Which events of `pbx` can change a call (the AMI reader skips the others)."""
+        return self._trackers[pbx].wants
 
     async def sync_journal(self) -> None:
         """Write buffered events; after calls were recorded, trim what no live call needs."""
