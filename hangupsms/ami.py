@@ -33,6 +33,7 @@ from hangupsms.frames import (
     FrameSplitter,
     FrameTooLarge,
     decode_frame,
+    decode_headers,
     peek_event_name,
     peek_header,
 )
@@ -247,12 +248,17 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
             return
         wanted = self._wanted
         for raw in frames:
-            # While an action waits for its answer every frame is decoded: any of them may
-            # carry its ActionID (a response, or an event of a list action).
-            if wanted is not None and not self.responses and not _wanted_frame(raw, wanted):
+            name = peek_event_name(raw)
+            if name is None or self.responses or name[:1] == "@" or name.lower() == "shutdown":
+                # The full path: responses, odd frames, `@` names (dropped loudly), Shutdown,
+                # and every frame while an action waits for its answer (any of them may
+                # carry its ActionID: a response, or an event of a list action).
+                self._route(decode_frame(raw))
+            elif wanted is None or wanted(name, functools.partial(peek_header, raw)):
+                self._take_event(name, raw)
+            else:
                 self._stats.skipped_events += 1
                 continue
-            self._route(decode_frame(raw))
             if self.lost.done():
                 return
 
@@ -292,6 +298,12 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
             log.warning("ami.peer_shutdown", pbx=self.pbx, shutdown=frame.first("Shutdown"))
             self.abort("peer_shutdown")
 
+    def _take_event(self, name: str, raw: bytes) -> None:
+        """An ordinary event while no action waits: what _route would do, in one pass."""
+        headers, malformed = decode_headers(raw)
+        self._stats.malformed_lines += malformed
+        self._deliver(AmiEvent(self.pbx, name, MappingProxyType(headers), self._clock()))
+
     def _deliver(self, event: AmiEvent) -> None:
         self._stats.events += 1
         try:
@@ -299,18 +311,6 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
         except Exception:
             self._stats.sink_errors += 1
             log.exception("ami.sink_error", pbx=self.pbx, event_name=event.name)
-
-
-def _wanted_frame(raw: bytes, wanted: EventFilter) -> bool:
-    """False for an `Event:` frame that `wanted` refuses, judged without decoding the frame.
-
-    Anything else is wanted: responses, odd frames, `@` names (the full path drops them
-    loudly) and Shutdown (it ends the connection).
-    """
-    name = peek_event_name(raw)
-    if name is None or name[:1] == "@" or name.lower() == "shutdown":
-        return True
-    return wanted(name, functools.partial(peek_header, raw))
 
 
 class _Outcome(enum.Enum):

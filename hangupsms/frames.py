@@ -134,6 +134,29 @@ def decode_frame(raw: bytes) -> Frame:
     return Frame(tuple(headers), malformed)
 
 
+def decode_headers(raw: bytes) -> tuple[dict[str, str], int]:
+    """`decode_frame(raw).as_dict()` and its malformed line count, in one pass (the hot path)."""
+    out: dict[str, str] = {}
+    malformed = 0
+    for line in raw.decode("utf-8", "replace").split("\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip()
+            if name:
+                value = value.strip()
+                if name in _VARIABLE_HEADERS:
+                    variable, equals, variable_value = value.partition("=")
+                    if equals:
+                        name, value = f"{name}({variable})", variable_value
+                if name not in out:
+                    out[name] = value
+                continue
+        elif not line.rstrip("\r"):
+            continue  # a blank line
+        malformed += 1
+    return out, malformed
+
+
 def peek_event_name(raw: bytes) -> str | None:
     """The name of a frame whose first line is `Event:`, read as decode_frame reads it, without
     decoding the rest; None for any other frame."""

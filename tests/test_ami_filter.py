@@ -1,8 +1,9 @@
-"""Events no call needs are skipped before decoding: which ones, and what always passes.
+"""The event fast path: events no call needs skipped before decoding, the rest in one pass.
 
 The judgement reads two things from the raw bytes (frames.peek_event_name / peek_header),
-which must agree with the full decoder; the tracker says what is wanted; the connection
-skips only when no action waits for its answer; the daemon turns it on.
+and the others are decoded by frames.decode_headers: all must agree with the full decoder.
+The tracker says what is wanted; the connection skips only when no action waits for its
+answer; the daemon turns it on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from hypothesis import strategies as st
 
 from hangupsms.ami import AmiConnection, EventQueue
 from hangupsms.calls import CallTracker, TrackerSettings
-from hangupsms.frames import Frame, decode_frame, event_frames, peek_event_name, peek_header
+from hangupsms.frames import (
+    Frame,
+    decode_frame,
+    decode_headers,
+    event_frames,
+    peek_event_name,
+    peek_header,
+)
 from hangupsms.models import TAG_EVENT, AmiEvent
 from hangupsms.replay import AmiReplayServer
 from tests import lab
@@ -40,7 +48,9 @@ LINES = st.one_of(
     st.builds(lambda n, v: n.encode() + b":" + v, NAMES, VALUES),
     VALUES.map(lambda b: b.replace(b":", b"")),  # no colon: a malformed line
     st.sampled_from([b"Event: VarSet", b"Event:  Hangup \r", b"Event:", b"Event: \xe2\x82",
-                     b"Variable: HANGUPSMS_X", b"Variable:DIALSTATUS", b"\xff\xfeEvent: X"]),
+                     b"Variable: HANGUPSMS_X", b"Variable:DIALSTATUS", b"\xff\xfeEvent: X",
+                     b"ChanVariable: HANGUPSMS_X=1", b"ChanVariable: NOEQ", b" : x", b"\r",
+                     b"DestChanVariable :A=b=c", b"ChanVariable(A): first", b"\x00:\x85"]),
 )
 
 
@@ -65,6 +75,15 @@ def test_the_peeked_event_name_is_the_one_the_decoder_reads(raw: bytes) -> None:
         assert name == decode_frame(raw).first("Event")
     else:
         assert name is None
+
+
+@given(raw=raw_frames())
+@PROPERTY
+def test_the_one_pass_decoder_gives_the_headers_and_drops_of_the_frame_decoder(
+    raw: bytes
+) -> None:
+    frame = decode_frame(raw)
+    assert decode_headers(raw) == (frame.as_dict(), frame.malformed_lines)
 
 
 @given(lines=st.lists(st.tuples(st.sampled_from(["Event", "Variable", "Value", "Linkedid"]),
