@@ -249,10 +249,11 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
         wanted = self._wanted
         for raw in frames:
             name = peek_event_name(raw)
-            if name is None or self.responses or name[:1] == "@" or name.lower() == "shutdown":
+            if (name is None or name[:1] == "@" or name.lower() == "shutdown"
+                    or (self.responses and self._may_answer(raw))):
                 # The full path: responses, odd frames, `@` names (dropped loudly), Shutdown,
-                # and every frame while an action waits for its answer (any of them may
-                # carry its ActionID: a response, or an event of a list action).
+                # and any frame that may carry the ActionID of an action waiting for its
+                # answer (a response, or an event of a list action).
                 self._route(decode_frame(raw))
             elif wanted is None or wanted(name, functools.partial(peek_header, raw)):
                 self._take_event(name, raw)
@@ -297,6 +298,10 @@ class AmiStreamProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no
         if name.lower() == "shutdown":
             log.warning("ami.peer_shutdown", pbx=self.pbx, shutdown=frame.first("Shutdown"))
             self.abort("peer_shutdown")
+
+    def _may_answer(self, raw: bytes) -> bool:
+        """Whether the raw frame holds the ActionID of an action waiting for its answer."""
+        return any(action_id.encode() in raw for action_id in self.responses)
 
     def _take_event(self, name: str, raw: bytes) -> None:
         """An ordinary event while no action waits: what _route would do, in one pass."""
