@@ -71,7 +71,7 @@ class TrackerSettings:
 
     inbound_contexts: tuple[str, ...]
     internal_contexts: tuple[str, ...]
-    end_grace: float = 0.1  # after CEL LINKEDID_END, wait for late Cdr/Hangup events
+    end_grace: float = 0.2  # after CEL LINKEDID_END, wait for late Cdr/Hangup events
     no_cel_grace: float = 2.0  # without CEL: after the last live channel hung up
     call_ttl: float = 6 * 3600.0  # evict a call that never ends, with a warning
     max_calls: int = 20000  # bound on live calls; evict the oldest (warning) beyond it

@@ -60,7 +60,7 @@ class PbxConfig:
     reconnect_max: float = 30.0  # cap for the backoff
     login_failure_delay: float = 60.0  # slow lane after an authentication failure
     max_frame_bytes: int = 65536  # a bigger AMI frame drops the connection (it is garbage)
-    end_grace: float = 0.1  # after LINKEDID_END, wait this long for late Cdr/Hangup events
+    end_grace: float = 0.2  # after LINKEDID_END, wait this long for late Cdr/Hangup events
     no_cel_grace: float = 2.0  # without CEL: after the last channel hung up
     call_ttl: float = 6 * 3600.0  # a call that never ends is evicted after this
     max_calls: int = 20000  # live calls tracked per PBX; the oldest is evicted beyond it
