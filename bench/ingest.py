@@ -1,9 +1,10 @@
 """Ingest: events per second through our AMI client and through bare panoramisk, same stream.
 
 Ours is what the daemon runs: `AmiConnection` handing events to an `EventQueue`, consumed by
-a task. Bare panoramisk is `panoramisk.Manager` with one `*` callback that counts. Both log
-in to the same fake Asterisk (its own process), which sends the same bytes to each. Time
-runs from the first event received to the last one consumed; CPU is this process's alone.
+a task, with the daemon's filter (events no call needs are skipped before decoding). Bare
+panoramisk is `panoramisk.Manager` with one `*` callback that counts. Both log in to the
+same fake Asterisk (its own process), which sends the same bytes to each. Time runs from the
+first event received to the last one consumed; CPU is this process's alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from panoramisk import Manager
 from bench.amiserver import SENTINEL_ID
 from bench.peers import ami_server
 from hangupsms.ami import AmiConnection, EventQueue
+from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.config import PbxConfig
 from hangupsms.daemon import EVENT_QUEUE_SIZE
 
@@ -49,7 +51,8 @@ async def ours(port: int, expected: int) -> IngestRun:
     """The daemon's client: AmiConnection -> EventQueue -> a consuming task."""
     pbx = PbxConfig(name="bench", host="127.0.0.1", port=port, username=USER, secret=SECRET)
     queue = EventQueue(EVENT_QUEUE_SIZE)
-    connection = AmiConnection(pbx, queue.put)
+    tracker = CallTracker(pbx.name, TrackerSettings.from_pbx(pbx))  # as the daemon's pipeline
+    connection = AmiConnection(pbx, queue.put, wanted=tracker.wants)
     runner = asyncio.create_task(connection.run(), name="bench-ami")
     count = 0
     first: float | None = None

@@ -33,7 +33,7 @@ def completed_calls(calls: int) -> tuple[list[CompletedCall], list[AmiEvent]]:
     at = 0.0
     for at, headers in traffic(calls, 50).timed_headers():
         event = AmiEvent(pbx, headers["Event"], headers, at)
-        if tracker.wants(event.name):
+        if tracker.wants(event.name, headers.get):
             journaled.append(event)
         done += tracker.feed(event, at)
     return done + tracker.expire(at + 3600.0), journaled

@@ -22,6 +22,9 @@ from hangupsms.callstate import (
 
 Headers = Mapping[str, str]
 Handler = Callable[[CallState, Headers, float], None]
+HeaderLookup = Callable[[str], str | None]  # one header of an event, by its exact name
+
+VARIABLE_PREFIX = "HANGUPSMS_"  # the channel variables a call's facts take in
 
 _PRES_RESTRICTION_MASK = 0x60  # Asterisk AST_PRES_RESTRICTION; 0x20 = prohibited
 _USEREVENT_HEADERS = frozenset(
@@ -76,7 +79,7 @@ def on_varset(call: CallState, h: Headers, now: float) -> None:
     """A non-empty HANGUPSMS_* channel variable set by the dialplan."""
     name = h.get("Variable", "")
     value = h.get("Value", "")
-    if value and name.startswith("HANGUPSMS_"):
+    if value and name.startswith(VARIABLE_PREFIX):
         call.variables[name] = value
 
 

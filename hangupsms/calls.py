@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import structlog
 
 from hangupsms.callevents import (
+    VARIABLE_PREFIX,
     Handler,
+    HeaderLookup,
     Headers,
     chan_variable,
     on_agentconnect,
@@ -207,8 +209,15 @@ class CallTracker:
         """The Linkedids of the calls being tracked, oldest first."""
         return list(self._calls)
 
-    def wants(self, name: str) -> bool:
-        """Whether events named `name` can change a call (the journal keeps only those)."""
+    def wants(self, name: str, header: HeaderLookup = lambda _: None) -> bool:
+        """Whether an event named `name` can change a call; `header` reads its headers.
+
+        The one list of the events that matter: the journal keeps only these, and the
+        daemon's AMI reader skips the others before decoding them. Of the VarSets, only
+        those of HANGUPSMS_* variables count (Asterisk sets dozens of its own per call).
+        """
+        if name == "VarSet":
+            return (header("Variable") or "").startswith(VARIABLE_PREFIX)
         return name in self._routes or name == TAG_EVENT
 
     # --- CDR fallback (see cdrsource): calls whose events were missed ----------------------

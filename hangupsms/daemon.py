@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +31,12 @@ from hangupsms.web.probe import web_context
 log = structlog.get_logger(__name__)
 
 CONSUME_BATCH = 1000  # events handled per pass of the consumer before it yields
+# The journal is written this long after its oldest unwritten event (or at 500 events), not
+# whenever the queue is momentarily empty: a commit (an fsync) per pass held the database
+# from the sender. A crash loses at most this much of the live calls' events (the CDR
+# fallback, cdrrecovery, finishes such calls). Trimmed at most once per JOURNAL_TRIM_EVERY.
+JOURNAL_FLUSH_AFTER = 0.05
+JOURNAL_TRIM_EVERY = 1.0
 
 EVENT_QUEUE_SIZE = 100_000
 
@@ -96,6 +103,9 @@ class Daemon:
                                     wall_clock=self.wall_clock)
             self.store, self.dispatcher, self.pipeline = store, dispatcher, pipeline
             await pipeline.restore(self._clock())
+            for connection in self.connections:
+                # Most of a PBX's events concern no call: skipped unread, not decoded.
+                connection.wanted = pipeline.wanted_events(connection.pbx.name)
             if self.agi is not None:
                 await self.agi.start()  # an address in use fails the start, loudly
             if self.cfg.web is not None:
@@ -292,8 +302,10 @@ class Daemon:
 
     async def _consume(self, pipeline: CallPipeline) -> None:
         """The one consumer of the event queue; finalises calls when their grace has passed."""
+        schedule = JournalSchedule()
         while not self.stop.is_set():
-            deadline = pipeline.next_deadline()
+            deadline = min((d for d in (pipeline.next_deadline(), schedule.flush_at)
+                            if d is not None), default=None)
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             event = await self._next_event(timeout)
             now = self._clock()
@@ -309,9 +321,7 @@ class Daemon:
             finished += pipeline.expire(now)
             if finished:
                 await pipeline.record(finished)
-            journal = pipeline.journal
-            if journal is not None and journal.pending and (journal.full or not self.queue.qsize()):
-                await pipeline.sync_journal()
+            await schedule.sync_when_due(pipeline, now)
             self._progress.set()
 
     async def _next_event(self, wait: float | None) -> AmiEvent | None:
@@ -352,6 +362,27 @@ class Daemon:
         if any(counts.get(state) for state in ("pending", "sending", "checking")):
             return False
         return not await store.lookups_scheduled()
+
+
+@dataclass(slots=True)
+class JournalSchedule:
+    """When the consumer writes the journal (see JOURNAL_FLUSH_AFTER) and trims it."""
+
+    flush_at: float | None = None  # None: nothing waits to be written
+    trim_at: float = 0.0
+
+    async def sync_when_due(self, pipeline: CallPipeline, now: float) -> None:
+        journal = pipeline.journal
+        if journal is None or not journal.pending:
+            return
+        if self.flush_at is None:
+            self.flush_at = now + JOURNAL_FLUSH_AFTER
+        if journal.full or now >= self.flush_at:
+            trim = now >= self.trim_at
+            await pipeline.sync_journal(trim=trim)
+            self.flush_at = None
+            if trim:
+                self.trim_at = now + JOURNAL_TRIM_EVERY
 
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:

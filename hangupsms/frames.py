@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 BANNER_PREFIX = b"Asterisk Call Manager/"
 _VARIABLE_HEADERS = frozenset({"ChanVariable", "DestChanVariable"})
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n")
 _PARTIAL_SEPARATOR = 3  # a whole frame may be followed by "\r\n\r" of its separator
 
 
@@ -69,9 +67,19 @@ class FrameSplitter:
             return frames
         buf = self._buf
         start = 0
+        crlf = -2  # where the next CRLF CRLF starts; -1: none left in this buffer
         while True:
-            end, sep = _find_blank_line(buf, start)
-            if end < 0:
+            # Two bounded find()s rather than one regex search (2.5x cheaper per frame). The
+            # CRLF hit is kept until passed and the LF search stops at it, so no search runs
+            # to the end of the buffer once per frame (that would be quadratic).
+            if -1 != crlf < start:
+                crlf = buf.find(b"\r\n\r\n", start)
+            end = buf.find(b"\n\n", start, len(buf) if crlf < 0 else crlf)
+            if end >= 0:
+                sep = 2
+            elif crlf >= 0:
+                end, sep = crlf, 4
+            else:
                 break
             frame = bytes(buf[start:end]).strip(b"\r\n")
             if len(frame) > self.max_bytes:
@@ -109,16 +117,6 @@ class FrameSplitter:
         self.banner = None
 
 
-def _find_blank_line(buf: bytearray, start: int) -> tuple[int, int]:
-    """Offset of the first blank-line separator at or after `start` and its length, or (-1, 0)."""
-    # One search that stops at the first separator of either kind: two find() calls each
-    # scan to the end of the buffer when their kind is absent, once per frame (quadratic).
-    found = _BLANK_LINE.search(buf, start)
-    if found is None:
-        return -1, 0
-    return found.start(), found.end() - found.start()
-
-
 def decode_frame(raw: bytes) -> Frame:
     """Decode a whole frame as UTF-8 (bad bytes become U+FFFD) into header pairs."""
     text = raw.decode("utf-8", "replace")
@@ -134,6 +132,57 @@ def decode_frame(raw: bytes) -> Frame:
             continue
         headers.append((name.strip(), value.strip()))
     return Frame(tuple(headers), malformed)
+
+
+def decode_headers(raw: bytes) -> tuple[dict[str, str], int]:
+    """`decode_frame(raw).as_dict()` and its malformed line count, in one pass (the hot path)."""
+    out: dict[str, str] = {}
+    malformed = 0
+    for line in raw.decode("utf-8", "replace").split("\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip()
+            if name:
+                value = value.strip()
+                if name in _VARIABLE_HEADERS:
+                    variable, equals, variable_value = value.partition("=")
+                    if equals:
+                        name, value = f"{name}({variable})", variable_value
+                if name not in out:
+                    out[name] = value
+                continue
+        elif not line.rstrip("\r"):
+            continue  # a blank line
+        malformed += 1
+    return out, malformed
+
+
+def peek_event_name(raw: bytes) -> str | None:
+    """The name of a frame whose first line is `Event:`, read as decode_frame reads it, without
+    decoding the rest; None for any other frame."""
+    if not raw.startswith(b"Event:"):
+        return None
+    end = raw.find(b"\n")
+    return raw[6:end if end >= 0 else len(raw)].decode("utf-8", "replace").strip()
+
+
+def peek_header(raw: bytes, name: str) -> str | None:
+    """The value of the first line of a raw frame that starts with exactly `name:`, decoded.
+
+    Frame.as_dict gives the same value, unless a line with a differently spaced name
+    (" Name :", which Asterisk never sends) comes first, or the name is one it splits
+    (`ChanVariable`).
+    """
+    key = name.encode() + b":"
+    if raw.startswith(key):
+        start = len(key)
+    else:
+        at = raw.find(b"\n" + key)
+        if at < 0:
+            return None
+        start = at + 1 + len(key)
+    end = raw.find(b"\n", start)
+    return raw[start:end if end >= 0 else len(raw)].decode("utf-8", "replace").strip()
 
 
 def read_transcript(path: Path) -> tuple[str | None, list[bytes]]:

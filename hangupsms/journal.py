@@ -67,6 +67,10 @@ class Journal:
         for offset, event in enumerate(events):
             marks = self._marks.setdefault(event.pbx, _PbxMarks())
             marks.last_id = first + offset
+            if marks.last_id < marks.trimmed_below:
+                # The table was emptied and SQLite reuses ids (INTEGER PRIMARY KEY): the old
+                # mark would hold back every trim until the ids pass it again.
+                marks.trimmed_below = 0
             linkedid = event.headers.get("Linkedid") or event.headers.get("LinkedID")
             if linkedid:
                 marks.first_id.setdefault(linkedid, first + offset)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from hangupsms.callevents import HeaderLookup
 from hangupsms.calls import CallTracker, TrackerSettings
 from hangupsms.cdrrecovery import CdrRecovery
 from hangupsms.cdrsource import SqliteCdrSource
@@ -24,7 +25,7 @@ from hangupsms.planner import plan
 from hangupsms.policy import suppress
 from hangupsms.policystore import PolicyStore
 from hangupsms.render import Renderer
-from hangupsms.store import Store
+from hangupsms.store import CallToRecord, Store
 
 log = structlog.get_logger(__name__)
 
@@ -79,16 +80,21 @@ class CallPipeline:
         if tracker is None:
             return []
         self.events_fed += 1
-        if self.journal is not None and tracker.wants(event.name):
+        if self.journal is not None and tracker.wants(event.name, event.headers.get):
             self.journal.add(event)
         return tracker.feed(event, now)
 
-    async def sync_journal(self) -> None:
-        """Write buffered events; after calls were recorded, trim what no live call needs."""
+    def wanted_events(self, pbx: str) -> Callable[[str, HeaderLookup], bool]:
+        """Which events of `pbx` can change a call (the AMI reader skips the others)."""
+        return self._trackers[pbx].wants
+
+    async def sync_journal(self, *, trim: bool = True) -> None:
+        """Write buffered events; after calls were recorded (and if `trim`), trim what no live
+        call needs."""
         if self.journal is None:
             return
         await self.journal.flush()
-        if self._trim_due:
+        if self._trim_due and trim:
             self._trim_due = False
             for name, tracker in self._trackers.items():
                 await self.journal.trim(name, tracker.live_linkedids())
@@ -146,32 +152,35 @@ class CallPipeline:
         return out
 
     async def record(self, calls: Iterable[CompletedCall]) -> None:
-        """Plan each call's messages and commit call and messages together."""
-        stored = False
+        """Plan each call's messages; commit every call with its messages in one transaction."""
+        now = self._wall_clock()
+        records: list[CallToRecord] = []
         for call in await self._refined(list(calls)):
-            now = self._wall_clock()
             planned = plan(call, self.cfg, self._renderer, now=now)
             planned = suppress(planned, await self._policy.suppressed_among(
                 [p.to for p in planned]))
-            e164 = check_number(call.customer_number, self.cfg.phone).e164
-            fresh = await self._store.record_call(call, e164, planned, now)
+            records.append((call, check_number(call.customer_number, self.cfg.phone).e164,
+                            planned))
+        # One commit for the calls of a consumer pass: a commit (an fsync) per call held the
+        # database from the sender (bench/RESULTS.md).
+        fresh_flags = await self._store.record_calls(records, now) if records else []
+        for (call, e164, recorded), fresh in zip(records, fresh_flags, strict=True):
             if fresh:
                 # A later answered call with this customer makes a waiting missed-call text
                 # wrong: cancelled before it goes out.
                 await self._policy.cancel_for(call, e164, now)
-            stored = stored or fresh
             self.calls_recorded += fresh
             log.info(
                 "call.completed", pbx=call.pbx, linkedid=call.linkedid,
                 direction=call.direction.value, disposition=call.disposition.value,
                 customer=mask_number(call.customer_number), queue=call.queue,
                 agent=call.agent_id, end=call.end_reason.value, duplicate=not fresh,
-                planned=len([p for p in planned if p.skip_reason is None]),
-                deferred=[f"{p.rule}: {p.wait_reason}" for p in planned
+                planned=len([p for p in recorded if p.skip_reason is None]),
+                deferred=[f"{p.rule}: {p.wait_reason}" for p in recorded
                           if p.send_at is not None and not p.skip_reason],
-                skipped=[f"{p.rule}: {p.skip_reason}" for p in planned if p.skip_reason],
+                skipped=[f"{p.rule}: {p.skip_reason}" for p in recorded if p.skip_reason],
             )
-        if stored:
+        if any(fresh_flags):
             self._on_recorded()
         self._trim_due = True
 

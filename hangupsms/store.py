@@ -67,6 +67,9 @@ class LookupClaim:
     lookups: int  # inconclusive lookups so far
 
 
+# A finished call, its customer's number in E.164 (None: not a valid number), its messages.
+CallToRecord = tuple[CompletedCall, str | None, Sequence[PlannedMessage]]
+
 _INTERRUPTED = "interrupted while sending; the provider is checked before any resend"
 
 
@@ -160,33 +163,13 @@ class Store:
         `send_at`); the others are `skipped` with their reason. A replayed call changes
         nothing: (pbx, linkedid) and (call, rule, recipient) are unique.
         """
+        return (await self.record_calls([(call, customer_e164, planned)], now))[0]
+
+    async def record_calls(self, calls: Sequence[CallToRecord], now: float) -> list[bool]:
+        """`record_call` for several calls in one transaction (one commit, one fsync)."""
         async with self.transaction() as db:
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO calls (pbx, linkedid, direction, customer_number,"
-                " customer_e164, customer_name, did, queue, answered, disposition, agent_id,"
-                " agent_name, talk_seconds, wait_seconds, variables, facts, started_at, ended_at,"
-                " end_reason, recorded_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                _call_row(call, customer_e164, now),
-            )
-            if cursor.rowcount == 0:
-                return False
-            call_id = cursor.lastrowid
-            await db.executemany(
-                "INSERT OR IGNORE INTO messages (call_id, rule, recipient, to_number, provider,"
-                " template, body, encoding, segments, state, reason, send_at, created_at,"
-                " updated_at, category, priority, region, expires_at, cost, cancel_if_answered,"
-                " due_from, fallbacks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_message_row(call_id, message, now) for message in planned],
-            )
-            # The deferral stays in the message's history after it is sent.
-            await db.execute(
-                "INSERT INTO attempts (message_id, at, outcome, detail) SELECT id, ?,"
-                " 'policy_send_at', reason FROM messages WHERE call_id = ? AND state = 'deferred'",
-                (now, call_id),
-            )
-            await bind_extras(db, int(call_id or 0), planned, now)
-        return True
+            return [await _insert_call(db, call, e164, planned, now)
+                    for call, e164, planned in calls]
 
     async def claim_due(self, now: float, limit: int = 50) -> list[OutboundMessage]:
         """Move due `pending` and `deferred` messages to `sending` (oldest first), return them.
@@ -548,6 +531,38 @@ def _outbound(row: sqlite3.Row, calls: dict[int, tuple[str, str]]) -> OutboundMe
 
 
 _FACT_FIELDS = tuple(f.name for f in fields(CompletedCall))
+
+
+async def _insert_call(
+    db: aiosqlite.Connection, call: CompletedCall, customer_e164: str | None,
+    planned: Sequence[PlannedMessage], now: float,
+) -> bool:
+    cursor = await db.execute(
+        "INSERT OR IGNORE INTO calls (pbx, linkedid, direction, customer_number,"
+        " customer_e164, customer_name, did, queue, answered, disposition, agent_id,"
+        " agent_name, talk_seconds, wait_seconds, variables, facts, started_at, ended_at,"
+        " end_reason, recorded_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        _call_row(call, customer_e164, now),
+    )
+    if cursor.rowcount == 0:
+        return False
+    call_id = cursor.lastrowid
+    await db.executemany(
+        "INSERT OR IGNORE INTO messages (call_id, rule, recipient, to_number, provider,"
+        " template, body, encoding, segments, state, reason, send_at, created_at,"
+        " updated_at, category, priority, region, expires_at, cost, cancel_if_answered,"
+        " due_from, fallbacks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [_message_row(call_id, message, now) for message in planned],
+    )
+    # The deferral stays in the message's history after it is sent.
+    await db.execute(
+        "INSERT INTO attempts (message_id, at, outcome, detail) SELECT id, ?,"
+        " 'policy_send_at', reason FROM messages WHERE call_id = ? AND state = 'deferred'",
+        (now, call_id),
+    )
+    await bind_extras(db, int(call_id or 0), planned, now)
+    return True
 
 
 def _statements(script: str) -> list[str]:

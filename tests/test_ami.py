@@ -545,6 +545,27 @@ async def test_a_drop_is_a_gap_marked_in_the_stream_once_there_is_room() -> None
     assert (gaps, queue.dropped, queue.qsize()) == (["pbx1", "pbx1"], 2, 0)
 
 
+async def test_a_getter_cancelled_as_it_is_woken_leaves_the_event_to_the_next() -> None:
+    queue = EventQueue(10)
+    first, second = asyncio.create_task(queue.get()), asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # both start waiting, the first in front
+    event = AmiEvent("pbx1", "Newchannel", {}, 0.0)
+    queue.put(event)  # wakes the first...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await asyncio.wait_for(second, GUARD) is event
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    waiting = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    waiting.cancel()  # cancelled while waiting: takes nothing
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    queue.put(event)
+    assert (queue.qsize(), await queue.get()) == (1, event)
+
+
 async def test_several_pbxs_feed_one_queue() -> None:
     paths = {"pbx1": FIXTURES / "a.ami", "pbx2": FIXTURES / "c.ami"}
     queue = EventQueue(10_000)

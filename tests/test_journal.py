@@ -11,8 +11,12 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from hangupsms.ami import ConnState
-from hangupsms.daemon import Daemon
+from hangupsms.config import load_config
+from hangupsms.daemon import JOURNAL_FLUSH_AFTER, JOURNAL_TRIM_EVERY, Daemon, JournalSchedule
+from hangupsms.models import AmiEvent
+from hangupsms.pipeline import CallPipeline
 from hangupsms.replay import AmiReplayServer
+from hangupsms.store import Store
 from tests.lab import (
     SECRET,
     TRANSCRIPTS,
@@ -53,6 +57,39 @@ async def test_a_restart_in_the_middle_of_calls_resumes_them_from_the_journal(
     with sqlite3.connect(tmp_path / "h.db") as db:
         ends = dict(db.execute("SELECT end_reason, COUNT(*) FROM calls GROUP BY end_reason"))
     assert ends == {"linkedid_end": len(expected_linkedids())}
+
+
+async def test_the_journal_is_written_on_a_short_timer_and_trimmed_at_most_once_a_second(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(lab_config(tmp_path, ami_port=1, twilio_url="http://127.0.0.1:1"))
+    store = await Store.open(cfg.database)
+    pipeline, schedule = CallPipeline(cfg, store), JournalSchedule()
+    db = tmp_path / "h.db"
+
+    async def pass_at(now: float, *, events: int = 0) -> None:
+        """One consumer pass: `events` events of an unknown call, a pass that recorded."""
+        for _ in range(events):
+            pipeline.feed(AmiEvent(cfg.pbx[0].name, "Hangup", {"Linkedid": "9.9"}, now), now)
+        await pipeline.record([])  # nothing live: a trim would drop every row
+        await schedule.sync_when_due(pipeline, now)
+
+    try:
+        await pass_at(100.0, events=2)
+        await pass_at(100.0 + JOURNAL_FLUSH_AFTER / 2, events=1)
+        assert _journal_rows(db) == 0  # not on every pass: after its interval
+        await pass_at(100.0 + JOURNAL_FLUSH_AFTER)
+        assert pipeline.journal is not None and pipeline.journal.written == 3
+        assert _journal_rows(db) == 0  # written, then trimmed: no call needs them
+        await pass_at(100.2, events=1)
+        await pass_at(100.2 + JOURNAL_FLUSH_AFTER)
+        assert _journal_rows(db) == 1  # written; the next trim waits for its second
+        await pass_at(100.0 + JOURNAL_FLUSH_AFTER + JOURNAL_TRIM_EVERY, events=1)
+        await pass_at(100.0 + 2 * JOURNAL_FLUSH_AFTER + JOURNAL_TRIM_EVERY)
+        assert _journal_rows(db) == 0
+        assert pipeline.journal.written == 5
+    finally:
+        await store.close()
 
 
 def _journal_rows(path: Path) -> int:

@@ -60,6 +60,28 @@ async def test_call_and_messages_are_recorded_once(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_calls_recorded_together_each_keep_their_messages_and_are_recorded_once(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        assert await store.record_call(_call("1.0"), "+447700900123", _planned(), now=10.0)
+        fresh = await store.record_calls([
+            (_call("2.0"), "+447700900123", _planned()), (_call("1.0"), None, _planned()),
+            (_call("3.0"), None, []), (_call("2.0"), None, _planned()),
+        ], now=11.0)
+        assert fresh == [True, False, True, False]
+        calls = {c["linkedid"]: c for c in await store.calls()}
+        assert set(calls) == {"1.0", "2.0", "3.0"}
+        assert calls["1.0"]["customer_e164"] == "+447700900123"  # not the replay's None
+        with sqlite3.connect(tmp_path / "h.db") as db:
+            per_call = dict(db.execute("SELECT c.linkedid, COUNT(m.id) FROM calls c LEFT JOIN"
+                                       " messages m ON m.call_id = c.id GROUP BY c.linkedid"))
+        assert per_call == {"1.0": 2, "2.0": 2, "3.0": 0}
+    finally:
+        await store.close()
+
+
 async def test_claim_moves_due_pending_to_sending_and_finish_records_attempt(
     tmp_path: Path,
 ) -> None:
