@@ -309,16 +309,21 @@ class Daemon:
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             event = await self._next_event(timeout)
             now = self._clock()
-            finished = [] if event is None else await _feed(pipeline, event, now)
+            # Graces count in stream time (when events were received), so that a backlog
+            # cannot end a call before its late Cdr events, still queued, are taken.
+            stream = now if event is None else min(event.received_at, now)
+            finished = [] if event is None else await _feed(pipeline, event, stream)
             # Take what else is already queued without awaiting per event: the asyncio
             # round trip per event cost more than the work itself (bench/RESULTS.md).
             for _ in range(min(self.queue.qsize(), CONSUME_BATCH)):
                 queued = self.queue.get_nowait()
+                stream = min(max(stream, queued.received_at), now)
                 if pipeline.needs_await(queued):
-                    finished += await pipeline.feed_async(queued, now)
+                    finished += await pipeline.feed_async(queued, stream)
                 else:
-                    finished += pipeline.feed(queued, now)
-            finished += pipeline.expire(now)
+                    finished += pipeline.feed(queued, stream)
+            # Nothing left queued: everything received by now has been seen.
+            finished += pipeline.expire(stream if self.queue.qsize() else now)
             if finished:
                 await pipeline.record(finished)
             await schedule.sync_when_due(pipeline, now)
