@@ -33,8 +33,7 @@ from tests.webrig import CUSTOMER, LANDING, PUBLIC_URL, inbound_form, status_for
 
 # Deterministic in CI: the same examples on every run, no example database.
 BASE = settings(derandomize=True, database=None, deadline=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 GUARD = 10.0  # seconds for one exchange; only ever reached when something is broken
 TABLES = ("receipts", "inbound", "clicks", "suppressions", "ratings")
 LIMIT = 64 * 1024  # the app's client_max_size

@@ -37,10 +37,11 @@ async def signed_form(request: web.Request) -> dict[str, str]:
     except (UnicodeDecodeError, LookupError, ValueError):  # not UTF-8, unknown charset
         raise refusal(request, "malformed", web.HTTPBadRequest(text="unreadable form")) from None
     fields = {key: str(value) for key, value in form.items()}  # Twilio sends each key once
-    # As it came in the request line: a normalised form (%3A read as ":") is not what Twilio
-    # signed.
-    url = context.web.public_url + request.raw_path
+    # The target as it came in the request line is what Twilio signed (not its normalised
+    # form, %3A read as ":"), unless the proxy re-encoded it: either counts.
+    urls = dict.fromkeys(context.web.public_url + target
+                         for target in (request.raw_path, request.rel_url.path_qs))
     if not any(RequestValidator(token).validate(url, fields, signature)
-               for token in context.auth_tokens):
+               for token in context.auth_tokens for url in urls):
         raise refusal(request, "bad_signature", web.HTTPForbidden(text="invalid signature"))
     return fields
