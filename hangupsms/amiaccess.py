@@ -72,6 +72,7 @@ class AccessObservation:
         self.cel: set[str] = set()
         self.chanvars: set[str] = set()
         self.queue_used = False
+        self.cdr_linkedid = False  # a Cdr event carried LinkedID (cdr_manager [mappings])
         self.test_call: str | None = None
         self.call_over = False
         self._live: set[str] = set()
@@ -88,6 +89,8 @@ class AccessObservation:
                 self._chanvar(key, value)
         if event.name == "CEL":
             self.cel.add(event.get("EventName"))
+        elif event.name == "Cdr" and event.get("LinkedID"):
+            self.cdr_linkedid = True
         self.queue_used = self.queue_used or _is_queue(event)
         self._follow(event)
 
@@ -230,13 +233,22 @@ def _cel(pbx: PbxConfig, seen: AccessObservation) -> Finding:
                    fix=CEL_LINES)
 
 
+# Each Cdr event names its call too: found by it when its leg's start was missed.
+CDR_MAPPINGS = ("[mappings]", "linkedid => LinkedID")
+
+
 def _cdr(pbx: PbxConfig, probe: Probe, seen: AccessObservation) -> Finding:
-    if "Cdr" in seen.names:
+    if "Cdr" in seen.names and seen.cdr_linkedid:
         return Finding(Status.OK, "CDR", "Cdr events arrive (talk seconds per leg)")
+    if "Cdr" in seen.names:
+        return Finding(Status.WARN, "CDR", "Cdr events arrive without LinkedID",
+                       degrades="a Cdr whose leg's start was missed (a reconnect in mid-call) "
+                       "finds no call: its talk seconds are lost",
+                       fix=("; /etc/asterisk/cdr_manager.conf", *CDR_MAPPINGS))
     if not seen.call_over:
         return Finding(Status.UNTESTED, "CDR", "no Cdr event yet")
     fix = [*manager_fix(pbx, READ_LINE), "; /etc/asterisk/cdr_manager.conf", "[general]",
-           "enabled = yes"]
+           "enabled = yes", *CDR_MAPPINGS]
     if (probe.settings or {}).get("CoreCDRenabled", "").lower() == "no":
         fix += ["; /etc/asterisk/cdr.conf (CDRs are off altogether)", "[general]",
                 "enable = yes"]

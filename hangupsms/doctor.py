@@ -1,4 +1,5 @@
-"""`hangupsms doctor`: what the configured AMI user, providers and database allow, in plain words.
+"""`hangupsms doctor`: what the configured AMI user, CDR database, providers, database and web
+listener allow, in plain words.
 
 It logs in with events off, asks `CoreSettings` and `ListCommands`, then turns events on and
 listens until a call that started meanwhile is over (plus `settle` seconds for its
@@ -28,6 +29,8 @@ from hangupsms.amiaccess import (
     login_findings,
     write_findings,
 )
+from hangupsms.doctor_cdr import check_cdr
+from hangupsms.doctor_web import check_web
 from hangupsms.models import DISCONNECTED_EVENT, AmiEvent
 from hangupsms.settings import Config, PbxConfig, ProviderConfig
 
@@ -47,9 +50,14 @@ async def diagnose(cfg: Config, *, listen: float, settle: float = SETTLE) -> lis
     """Every check, each PBX listened to at the same time."""
     pbx_findings = await asyncio.gather(
         *(check_pbx(cfg, pbx, listen=listen, settle=settle) for pbx in cfg.pbx))
-    sections = [Section(f"pbx {pbx.name} ({pbx.host}:{pbx.port})", tuple(found))
-                for pbx, found in zip(cfg.pbx, pbx_findings, strict=True)]
+    sections = []
+    for pbx, found in zip(cfg.pbx, pbx_findings, strict=True):
+        if pbx.cdr is not None:
+            found.append(await check_cdr(pbx.cdr, cfg.timezone))
+        sections.append(Section(f"pbx {pbx.name} ({pbx.host}:{pbx.port})", tuple(found)))
     sections.append(Section("providers", tuple(await check_providers(cfg.providers))))
+    if cfg.web is not None:
+        sections.append(Section("web", tuple(await check_web(cfg.web))))
     sections.append(Section("database", (await asyncio.to_thread(check_database, cfg.database),)))
     return sections
 

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from hangupsms.amiaccess import (
     AccessObservation,
@@ -56,10 +57,11 @@ async def ami(transcript: Path, write: frozenset[str] | None = REPORTING
 
 
 async def run_doctor(tmp_path: Path, transcript: Path, write: frozenset[str] | None = REPORTING,
+                     extra: dict[str, Any] | None = None,
                      **pbx: object) -> tuple[dict[str, Finding], str, bool]:
     async with ami(transcript, write) as server, fake_twilio() as twilio:
         config = load_config(lab_config(tmp_path, ami_port=server.port, twilio_url=twilio.url,
-                                        pbx=dict(pbx)))
+                                        pbx=dict(pbx), extra=extra))
         sections = await diagnose(config, listen=LONG, settle=LONG)
     out = io.StringIO()
     healthy = report(sections, out)
@@ -74,8 +76,17 @@ def statuses(found: dict[str, Finding]) -> dict[str, Status]:
     return {subject: f.status for subject, f in found.items()}
 
 
+def transcript_with_cdr_linkedid(tmp_path: Path) -> Path:
+    """a.ami as cdr_manager sends it with `[mappings] linkedid => LinkedID` (one call)."""
+    raw = (FIXTURES / "a.ami").read_bytes()
+    assert raw.count(b"Event: Cdr\r\n") == 4
+    path = tmp_path / "mapped.ami"
+    path.write_bytes(raw.replace(b"Event: Cdr\r\n", b"Event: Cdr\r\nLinkedID: 1796413068.0\r\n"))
+    return path
+
+
 async def test_everything_visible_reports_every_piece_present(tmp_path: Path) -> None:
-    found, text, healthy = await run_doctor(tmp_path, FIXTURES / "a.ami")
+    found, text, healthy = await run_doctor(tmp_path, transcript_with_cdr_linkedid(tmp_path))
     assert healthy
     assert statuses(found) | {"connection": Status.WARN} == {
         "login": Status.OK, "write reporting": Status.OK, "read call": Status.OK,
@@ -111,7 +122,8 @@ async def test_read_only_user_of_the_recording_degrades_queue_and_variables(
     assert "call_ttl" in found["write reporting"].degrades
     # CoreSettings needs reporting too: the version comes from the banner.
     assert "AMI 11.0.0 (banner)" in found["login"].text
-    assert {found[k].status for k in ("CEL", "CDR", "read call")} == {Status.OK}
+    assert {found[k].status for k in ("CEL", "read call")} == {Status.OK}
+    assert found["CDR"].text == "Cdr events arrive without LinkedID"  # recorded unmapped
     assert "read extra" not in found and "write extra" not in found
     assert "warn     read agent: the call went through a queue" in text
     assert "without it: queue from CEL APP_START" in text
@@ -128,7 +140,7 @@ async def test_no_cel_says_how_calls_end_instead_and_the_cel_conf_lines(
     assert "no_cel_grace (3 s)" in cel.degrades
     assert cel.fix[0] == "; /etc/asterisk/cel.conf" and "[manager]" in cel.fix
     assert any(line.startswith("events = ") and "LINKEDID_END" in line for line in cel.fix)
-    assert {found[k].status for k in ("CDR", "read agent", "read dialplan")} == {Status.OK}
+    assert {found[k].status for k in ("read agent", "read dialplan")} == {Status.OK}
     assert "  add:\n" in text.replace("         ", "") and "enabled = yes" in text
 
 

@@ -10,6 +10,7 @@ from hangupsms.logs import mask_number
 from hangupsms.optout import normalise
 from hangupsms.replies import Inbound, ReplyKind, apply_inbound
 from hangupsms.web.context import CONTEXT
+from hangupsms.web.refusal import refusal
 from hangupsms.web.signature import signed_form
 
 log = structlog.get_logger(__name__)
@@ -18,15 +19,14 @@ log = structlog.get_logger(__name__)
 async def receive(request: web.Request) -> web.Response:
     """Apply a reply once; answer HELP with the help text (TwiML), anything else silently."""
     context = request.app[CONTEXT]
-    form = await signed_form(request, context.web.public_url, context.auth_tokens)
-    if form is None:
-        return web.Response(status=403, text="invalid signature")
+    form = await signed_form(request)
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     sender = form.get("From", "")
     customer = normalise(sender, context.phone)
     if not sid or customer is None:
-        log.warning("web.inbound_unreadable", sid=sid, sender=mask_number(sender))
-        return web.Response(status=400, text="MessageSid and a readable From are required")
+        log.warning("web.inbound_unreadable", sid=sid[:64], sender=mask_number(sender[:64]))
+        raise refusal(request, "incomplete",
+                      web.HTTPBadRequest(text="MessageSid and a readable From are required"))
     message = Inbound(sid=sid, from_number=customer, to_number=form.get("To", ""),
                       body=form.get("Body", ""))
     outcome = await apply_inbound(context.store, message, customer, context.web,

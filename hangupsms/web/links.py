@@ -7,6 +7,7 @@ from aiohttp import web
 
 from hangupsms.tracking import follow as follow_link
 from hangupsms.web.context import CONTEXT
+from hangupsms.web.refusal import refusal
 
 log = structlog.get_logger(__name__)
 
@@ -17,7 +18,7 @@ async def follow(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     target = await follow_link(context.store, token, context.clock())
     if target is None:
-        return web.Response(status=404, text="no such link")
+        raise refusal(request, "unknown_link", web.HTTPNotFound(text="no such link"))
     log.info("web.click", message_id=target.message_id, call_id=target.call_id)
     # Each click is one visit: a cached redirect would hide the next one.
     raise web.HTTPFound(target.url, headers={"Cache-Control": "no-store"})

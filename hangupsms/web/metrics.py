@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -13,6 +13,9 @@ from hangupsms.models import MessageState
 
 # Twilio answers a create in 0.2-1 s; a slow minute shows in the upper buckets.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Why the web server refuses a request (the `reason` of hangupsms_web_refused_total).
+REFUSALS = ("unsigned", "bad_signature", "content_type", "too_large", "malformed",
+            "incomplete", "unknown_link")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,19 @@ class Metrics:
         self.latency = Histogram(
             "hangupsms_provider_latency_seconds", "time a provider took to answer a send",
             ["provider"], registry=self.registry, buckets=LATENCY_BUCKETS)
+        self.refused = Counter(
+            "hangupsms_web_refused", "web requests refused, by reason (see web.refused logs)",
+            ["reason"], registry=self.registry)
+        for reason in REFUSALS:  # each shows as 0 before its first refusal: rate() works
+            self.refused.labels(reason)
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
 
     def observe_latency(self, provider: str, seconds: float) -> None:
         self.latency.labels(provider).observe(seconds)
+
+    def refuse(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
 
     def render(self, snapshot: Snapshot) -> bytes:
         self._collector.snapshot = snapshot

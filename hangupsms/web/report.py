@@ -98,6 +98,10 @@ async def page(request: web.Request) -> web.Response:
     """The last `?days=` (default 30) days; figures only, never a phone number."""
     context = request.app[CONTEXT]
     raw = request.query.get("days", "")
-    days = min(int(raw), MAX_DAYS) if raw.isdigit() and int(raw) > 0 else DEFAULT_DAYS
+    days = 0
+    if raw.isascii() and raw.isdigit():  # ASCII digits only: "²".isdigit() too
+        # int() of thousands of digits raises; four are more than MAX_DAYS already.
+        days = MAX_DAYS if len(raw.lstrip("0")) > 4 else int(raw)
+    days = min(days, MAX_DAYS) if days > 0 else DEFAULT_DAYS
     html = await build_report(context.store, context.timezone, days=days, now=context.clock())
     return web.Response(text=html, content_type="text/html")
