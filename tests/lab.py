@@ -48,6 +48,16 @@ def lab_config(
     return path
 
 
+def console_config(tmp_path: Path) -> Path:
+    """reference.yaml printing its messages instead of sending them; database in tmp_path."""
+    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
+    raw["database"] = str(tmp_path / "h.db")
+    raw["providers"] = {"twilio": {"kind": "console"}}
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 def expected_sent() -> Counter[tuple[str, str]]:
     """(recipient, body) of every message the reference config must send, with counts."""
     return Counter(

@@ -6,24 +6,13 @@ import asyncio
 import io
 from pathlib import Path
 
-import yaml
-
 from hangupsms.cli import EXIT_OK, main
 from hangupsms.journal import Journal
 from hangupsms.models import AmiEvent
 from hangupsms.store import Store
-from tests.lab import FIXTURES, TRANSCRIPTS
+from tests.lab import TRANSCRIPTS, console_config
 
 NUMBER = "+447700900123"  # Alice (a, a_readonly) and Zoë (h_unicode)
-
-
-def _config(tmp_path: Path) -> Path:
-    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
-    raw["database"] = str(tmp_path / "h.db")
-    raw["providers"] = {"twilio": {"kind": "console"}}
-    path = tmp_path / "h.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 def _raw_bytes(tmp_path: Path) -> bytes:
@@ -45,7 +34,7 @@ async def _journal_a_live_call(path: Path) -> None:
 
 
 def test_erase_leaves_no_trace_of_the_number_in_the_file_or_wal(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    config = console_config(tmp_path)
     out = io.StringIO()
     for transcript in TRANSCRIPTS:
         assert main(["replay", "-c", str(config), str(transcript)], out=out) == EXIT_OK

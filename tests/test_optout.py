@@ -6,21 +6,10 @@ import asyncio
 import io
 from pathlib import Path
 
-import yaml
-
 from hangupsms.cli import EXIT_OK, main
 from hangupsms.store import Store
 from hangupsms.suppression import ERASED_PREFIX, SuppressionList
-from tests.lab import FIXTURES
-
-
-def _config(tmp_path: Path) -> Path:
-    raw = yaml.safe_load((FIXTURES / "reference.yaml").read_text(encoding="utf-8"))
-    raw["database"] = str(tmp_path / "h.db")
-    raw["providers"] = {"twilio": {"kind": "console"}}
-    path = tmp_path / "h.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
+from tests.lab import console_config
 
 
 def _raw_bytes(tmp_path: Path) -> bytes:
@@ -44,7 +33,7 @@ async def _log(path: Path) -> list[tuple[str, str, str, str]]:
 
 
 def test_add_remove_list_normalise_numbers_and_log_every_change(tmp_path: Path) -> None:
-    config = str(_config(tmp_path))
+    config = str(console_config(tmp_path))
     assert _run("optout", "-c", config, "add", "07700 900123", "--reason", "asked on the phone") \
         == (EXIT_OK, "+447700900123: suppressed\n")
     assert _run("optout", "add", "+447700900123", "-c", config)[1] \
@@ -64,12 +53,12 @@ def test_add_remove_list_normalise_numbers_and_log_every_change(tmp_path: Path) 
 
 
 def test_a_non_number_is_refused(tmp_path: Path) -> None:
-    code, out = _run("optout", "-c", str(_config(tmp_path)), "add", "anonymous")
+    code, out = _run("optout", "-c", str(console_config(tmp_path)), "add", "anonymous")
     assert code == 1 and "'anonymous' is not a phone number" in out
 
 
 def test_import_is_all_or_nothing_and_names_bad_lines(tmp_path: Path) -> None:
-    config = str(_config(tmp_path))
+    config = str(console_config(tmp_path))
     bad = tmp_path / "bad.csv"
     bad.write_text("number,reason\n+447700900123,stop\n# comment\n\nnot-a-number,x\n",
                    encoding="utf-8")
