@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -222,49 +222,29 @@ class CallTracker:
 
     # --- CDR fallback (see cdrsource): calls whose events were missed ----------------------
 
-    def gap_pending(self, live: Collection[str]) -> list[str]:
-        """The calls a channel list naming `live` will finish as ended in the gap.
-
-        Their CDR rows should be applied first (`add_cdr`), before that event is fed.
-        """
-        if self._gap is None:
-            return []
-        return [linkedid for linkedid in sorted(self._gap.difference(live))
-                if (call := self._calls.get(linkedid)) is not None and not call.linkedid_end]
-
     def holey(self, linkedid: str) -> bool:
         """Whether this finished call lived across a gap (see `refine`)."""
         return linkedid in self._holey
 
     def refine(self, linkedid: str, rows: Sequence[CdrRow]) -> CompletedCall | None:
-        """A finished call that lived across a gap, its facts completed from its CDR rows.
+        """A finished call that was followed when the link dropped, completed from its CDRs.
 
-        Events from the middle of such a call (who answered, the Cdr events) may have been
-        lost while nobody listened; its rows tell. None when the call is not kept (and
-        with no rows, the call as it was finished). Each call is refined once.
+        Events of such a call from the drop on (who answered, its Cdr events, or its end
+        when it ended in the gap) may have been lost while nobody listened; its rows tell.
+        None when the call is not kept (and with no rows, the call as it was finished).
+        Each call is refined once.
         """
         kept = self._holey.pop(linkedid, None)
         if kept is None:
             return None
         call, reason = kept
         for row in rows:
-            on_cdr(call, row.headers, 0.0)
-            for name, value in row.variables.items():
-                call.variables.setdefault(name, value)
+            _apply_cdr(call, row)
         return complete(call, self.pbx, reason, self._inbound, self._internal)
 
     def knows(self, linkedid: str) -> bool:
         """Whether the call is being tracked, or was finished recently."""
         return linkedid in self._calls or linkedid in self._finished
-
-    def add_cdr(self, row: CdrRow) -> None:
-        """Apply a CDR row to the live call it belongs to (a row already seen counts once)."""
-        call = self._calls.get(row.linkedid)
-        if call is None:
-            return
-        on_cdr(call, row.headers, 0.0)
-        for name, value in row.variables.items():
-            call.variables.setdefault(name, value)
 
     def from_cdr(self, linkedid: str, rows: Sequence[CdrRow], now: float) -> CompletedCall | None:
         """A call none of whose channel events were seen, rebuilt from its CDR rows alone.
@@ -292,7 +272,7 @@ class CallTracker:
         call.origin_num = caller_number(number or head.get("Source", ""))
         call.origin_name = name
         for row in rows:
-            self.add_cdr(row)
+            _apply_cdr(call, row)
         call.ended_at = max(ends, default=call.started_at)
         return self._finish(call, EndReason.CDR)
 
@@ -481,3 +461,11 @@ class CallTracker:
         call.ended_at = event_time(h.get("Timestamp", ""), h.get("EventTime", ""))
         call.last_ts = call.ended_at
         self._arm(call, now + self.settings.end_grace)
+
+
+def _apply_cdr(call: CallState, row: CdrRow) -> None:
+    """A row of the CDR database, applied as its `Cdr` event would be (a row already seen
+    counts once), with the call variables it recorded where the events gave none."""
+    on_cdr(call, row.headers, 0.0)
+    for name, value in row.variables.items():
+        call.variables.setdefault(name, value)

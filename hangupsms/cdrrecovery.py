@@ -3,8 +3,9 @@
 Runs at each channel list (`@Channels`: after every login, and on a timer while calls it
 is waiting for are still up). Three kinds of call are looked after:
 
-- a call being followed when the link dropped, and gone by the reconnect: its CDR rows
-  complete what was seen (who answered, billable seconds) before it is finished;
+- a call being followed when the link dropped (gone by the reconnect, or still going):
+  its CDR rows complete what was seen (who answered, billable seconds) when it finishes
+  (`rows_for`, used by the pipeline with CallTracker.refine);
 - a call none of whose events arrived (it started and ended while nobody listened, or its
   first events were in flight at a crash): rebuilt from its rows alone;
 - a call whose start was missed but which is still up at the reconnect (a channel list
@@ -76,24 +77,8 @@ class CdrRecovery:
             return await source.rows_for(linkedids)
         except CdrError as exc:
             log.warning("cdr.unreadable", pbx=pbx, error=str(exc),
-                        effect="a call that lived across a gap keeps what was seen")
+                        effect="a call followed across a gap keeps what was seen")
             return []
-
-    async def complete_gap(self, tracker: CallTracker, live: Collection[str]) -> None:
-        """Before a channel list is fed: CDR rows for the calls it will end in the gap."""
-        source = self._sources.get(tracker.pbx)
-        pending = tracker.gap_pending(live) if source is not None else []
-        if source is None or not pending:
-            return
-        try:
-            rows = await source.rows_for(pending)
-        except CdrError as exc:
-            log.warning("cdr.unreadable", pbx=tracker.pbx, error=str(exc),
-                        effect="calls ended in the gap are finished from what was seen")
-            return
-        for row in rows:
-            tracker.add_cdr(row)
-        log.info("cdr.gap_completed", pbx=tracker.pbx, calls=len(pending), rows=len(rows))
 
     async def missed_calls(self, tracker: CallTracker, live: Collection[str],
                            now: float) -> list[CompletedCall]:

@@ -129,7 +129,3 @@ class SqliteCdrSource:
             raise CdrError(f"{self.cfg.sqlite}: {exc}") from exc
         finally:
             db.close()
-
-
-def cdr_source_for(cfg: CdrConfig | None, timezone: str) -> SqliteCdrSource | None:
-    return None if cfg is None else SqliteCdrSource(cfg, timezone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -118,8 +119,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         "optout": lambda: optout.optout(cfg, args, out),
         "guard": lambda: policycli.guard(cfg, args, out),
         "incident": lambda: policycli.incident(cfg, args, out),
-        **{name: lambda name=name: crm.COMMANDS[name](cfg, args, out)  # type: ignore[misc]
-           for name in ("coupons", "customers", "export", "report")},
+        **{name: functools.partial(command, cfg, args, out)
+           for name, command in crm.COMMANDS.items()},
     }
     if args.command in commands_with_config:
         return asyncio.run(commands_with_config[args.command]())

@@ -18,6 +18,7 @@ from hangupsms.models import (
     CHANNELS_EVENT,
     DISCONNECTED_EVENT,
     AmiEvent,
+    CdrRow,
     CompletedCall,
 )
 from hangupsms.phone import check_number
@@ -71,7 +72,6 @@ class CallPipeline:
         if tracker is None or not self.needs_await(event):
             return self.feed(event, now)
         live = event.headers.get("Linkedids", "").split()
-        await self.cdr.complete_gap(tracker, live)
         finished = self.feed(event, now)
         return finished + await self.cdr.missed_calls(tracker, live, now)
 
@@ -139,17 +139,24 @@ class CallPipeline:
         return max((max(p.end_grace, p.no_cel_grace) for p in self.cfg.pbx), default=0.0)
 
     async def _refined(self, calls: list[CompletedCall]) -> list[CompletedCall]:
-        """Calls that lived across a gap, completed from their CDR rows where there is a CDR
-        database (see CallTracker.refine); the others as they are."""
-        out: list[CompletedCall] = []
+        """Calls followed across a gap, completed from their CDR rows where there is a CDR
+        database (see CallTracker.refine), one query per PBX; the others as they are."""
+        holey: dict[str, list[str]] = {}
         for call in calls:
             tracker = self._trackers.get(call.pbx)
-            if tracker is None or not tracker.holey(call.linkedid):
-                out.append(call)
-                continue
-            rows = await self.cdr.rows_for(call.pbx, [call.linkedid])
-            out.append(tracker.refine(call.linkedid, rows) or call)
-        return out
+            if tracker is not None and tracker.holey(call.linkedid):
+                holey.setdefault(call.pbx, []).append(call.linkedid)
+        if not holey:
+            return calls
+        rows: dict[tuple[str, str], list[CdrRow]] = {}
+        for pbx, linkedids in holey.items():
+            for row in await self.cdr.rows_for(pbx, linkedids):
+                rows.setdefault((pbx, row.linkedid), []).append(row)
+        return [
+            self._trackers[call.pbx].refine(call.linkedid, rows.get((call.pbx, call.linkedid), []))
+            or call
+            for call in calls
+        ]
 
     async def record(self, calls: Iterable[CompletedCall]) -> None:
         """Plan each call's messages; commit every call with its messages in one transaction."""

@@ -6,7 +6,6 @@ real transcripts, and are read back through `cdrsource.SqliteCdrSource` from a r
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from collections import defaultdict
 from pathlib import Path
@@ -74,19 +73,18 @@ async def test_a_known_call_is_not_rebuilt(tmp_path: Path) -> None:
 async def test_a_call_cut_off_by_a_gap_is_completed_from_its_cdrs(
         tmp_path: Path, cut: int) -> None:
     """Only the first `cut` events of a (an answered queue call) arrive; then the link drops."""
-    rows = (await _rows(tmp_path, "a"))[BY_NAME["a"]["linkedid"]]
+    linkedid = BY_NAME["a"]["linkedid"]
+    rows = (await _rows(tmp_path, "a"))[linkedid]
     events = load("a")
     tracker = CallTracker("lab", SETTINGS)
     now = events[cut].received_at
     for event in events[:cut]:
         assert tracker.feed(event, event.received_at) == []
     tracker.feed(AmiEvent("lab", DISCONNECTED_EVENT, {"Reason": "test"}, now), now)
-    assert tracker.gap_pending([]) == [BY_NAME["a"]["linkedid"]]
-    assert tracker.gap_pending([BY_NAME["a"]["linkedid"]]) == []
-    for row in itertools.chain(rows, rows):  # twice: a row counts once
-        tracker.add_cdr(row)
-    [call] = tracker.feed(AmiEvent("lab", CHANNELS_EVENT, {"Linkedids": ""}, now), now)
-    assert call.end_reason is EndReason.GAP
+    [ended] = tracker.feed(AmiEvent("lab", CHANNELS_EVENT, {"Linkedids": ""}, now), now)
+    assert ended.end_reason is EndReason.GAP and tracker.holey(linkedid)
+    call = tracker.refine(linkedid, [*rows, *rows])  # twice: a row counts once
+    assert call is not None and call.end_reason is EndReason.GAP
     [seen] = replay(CallTracker("lab", SETTINGS), load("a"))
     assert (call.answered, call.agent_id, call.queue, call.talk_seconds) == (
         True, "agent1", "support", seen.talk_seconds)
